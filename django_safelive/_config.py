@@ -1,0 +1,175 @@
+"""Resolve and validate django-safelive's settings."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+Mode = Literal["single", "pool"]
+MODES: tuple[Mode, ...] = ("single", "pool")
+
+# 8 sessions per alias per test process: `pytest -n 8` then needs at most 64 of a
+# stock PostgreSQL's 97 non-superuser slots (max_connections 100 minus 3 reserved),
+# leaving room for psql, the test database's create/drop and a second suite.
+DEFAULT_MAX_CONNECTIONS = 8
+DEFAULT_MODE: Mode = "pool"
+# Four workers serve the concurrency a test client realistically drives, and leave
+# three sessions of the default budget for threads the application starts itself.
+DEFAULT_WORKERS = 4
+DEFAULT_DRAIN_TIMEOUT = 10.0
+
+# setting key -> (class attribute, environment variable)
+_SOURCES: dict[str, tuple[str, str]] = {
+    "MAX_CONNECTIONS": ("max_connections", "SAFELIVE_MAX_CONNECTIONS"),
+    "MODE": ("server_mode", "SAFELIVE_MODE"),
+    "WORKERS": ("server_workers", "SAFELIVE_WORKERS"),
+    "DRAIN_TIMEOUT": ("drain_timeout", "SAFELIVE_DRAIN_TIMEOUT"),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The settings one live server runs with, already validated."""
+
+    max_connections: int
+    mode: Mode
+    workers: int
+    drain_timeout: float
+
+
+def _where(key: str, source: str) -> str:
+    attribute, variable = _SOURCES[key]
+    if source == "env":
+        return f"the environment variable {variable}"
+    if source == "class":
+        return f"the class attribute {attribute}"
+    return f"SAFELIVE[{key!r}]"
+
+
+def _positive_int(key: str, value: object, source: str, minimum: int = 1) -> int:
+    if source == "env" and isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{_where(key, source)} must be a whole number, got {value!r}."
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ImproperlyConfigured(
+            f"{_where(key, source)} must be an int, got {type(value).__name__} "
+            f"{value!r}."
+        )
+    if value < minimum:
+        raise ImproperlyConfigured(
+            f"{_where(key, source)} must be at least {minimum}, got {value}."
+        )
+    return value
+
+
+def _mode(value: object, source: str) -> Mode:
+    if isinstance(value, str) and value.strip().lower() in MODES:
+        mode: Mode = "single" if value.strip().lower() == "single" else "pool"
+        return mode
+    raise ImproperlyConfigured(
+        f"{_where('MODE', source)} must be 'single' or 'pool', got {value!r}."
+    )
+
+
+def _seconds(key: str, value: object, source: str) -> float:
+    if source == "env" and isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{_where(key, source)} must be a number of seconds, got {value!r}."
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ImproperlyConfigured(
+            f"{_where(key, source)} must be a number of seconds, got "
+            f"{type(value).__name__} {value!r}."
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ImproperlyConfigured(
+            f"{_where(key, source)} must be a positive, finite number of seconds, "
+            f"got {value!r}."
+        )
+    return float(value)
+
+
+def _raw_settings() -> Mapping[str, Any]:
+    raw = getattr(settings, "SAFELIVE", {})
+    if not isinstance(raw, Mapping):
+        raise ImproperlyConfigured(
+            f"settings.SAFELIVE must be a dict, got {type(raw).__name__}."
+        )
+    unknown = sorted(set(raw) - set(_SOURCES))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"Unknown key(s) in settings.SAFELIVE: {', '.join(map(repr, unknown))}. "
+            f"Valid keys are {', '.join(map(repr, _SOURCES))}."
+        )
+    return raw
+
+
+def _lookup(key: str, owner: object | None) -> tuple[object, str] | None:
+    """Return the winning (value, source) for a key: environment, class, settings."""
+    attribute, variable = _SOURCES[key]
+    if variable in os.environ:
+        return os.environ[variable], "env"
+    if owner is not None and getattr(owner, attribute, None) is not None:
+        return getattr(owner, attribute), "class"
+    raw = _raw_settings()
+    if key in raw:
+        return raw[key], "settings"
+    return None
+
+
+def resolve(owner: object | None = None) -> Config:
+    """Build the configuration for `owner` (a test case class, or None).
+
+    Environment variables win over class attributes, which win over
+    ``settings.SAFELIVE``, so CI can tune a suite without touching its code.
+    """
+    found = _lookup("MAX_CONNECTIONS", owner)
+    max_connections = (
+        DEFAULT_MAX_CONNECTIONS
+        if found is None
+        else _positive_int("MAX_CONNECTIONS", *found)
+    )
+    found = _lookup("MODE", owner)
+    mode = DEFAULT_MODE if found is None else _mode(*found)
+    found = _lookup("DRAIN_TIMEOUT", owner)
+    drain_timeout = (
+        DEFAULT_DRAIN_TIMEOUT if found is None else _seconds("DRAIN_TIMEOUT", *found)
+    )
+
+    found = _lookup("WORKERS", owner)
+    if mode == "single":
+        workers = 1
+    elif found is None:
+        workers = max(1, min(DEFAULT_WORKERS, max_connections - 1))
+    else:
+        workers = _positive_int("WORKERS", *found)
+
+    # The test thread holds one session per alias besides the server's workers.
+    needed = workers + 1
+    if max_connections < needed:
+        raise ImproperlyConfigured(
+            f"The django-safelive budget of {max_connections} database session(s) "
+            f"per alias is too small for mode {mode!r} with {workers} worker(s): "
+            f"it needs at least {needed} (one per worker plus the test thread). "
+            f"Raise MAX_CONNECTIONS to {needed} or more"
+            + (", or lower WORKERS." if mode == "pool" else ".")
+        )
+    return Config(
+        max_connections=max_connections,
+        mode=mode,
+        workers=workers,
+        drain_timeout=drain_timeout,
+    )

@@ -1,0 +1,25 @@
+"""Read sessions from pg_stat_activity, the ground truth these tests assert on."""
+
+from __future__ import annotations
+
+from django.db import connection
+
+
+def sessions(application_name_like: str = "%") -> list[tuple[int, str, str]]:
+    """(pid, application_name, state) of the other sessions on the test database."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT pid, application_name, coalesce(state, '')
+            FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid()
+              AND application_name LIKE %s
+            """,
+            [application_name_like],
+        )
+        return list(cursor.fetchall())
+
+
+def worker_sessions() -> list[tuple[int, str, str]]:
+    """The live server workers' sessions on the test database."""
+    return sessions("%safelive:%:worker")

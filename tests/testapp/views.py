@@ -1,0 +1,219 @@
+"""A small JSON API that touches the database on every request."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from django.db import connection, connections
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from tests.testapp.models import Item
+
+TOKEN = "s3cret-token-value"
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "Shop", "version": "1.0"},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Item": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "name": {"type": "string"},
+                    "price": {"type": "integer"},
+                },
+                "required": ["id", "name", "price"],
+            },
+            "NewItem": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "price": {"type": "integer", "minimum": 0, "maximum": 1000000},
+                },
+                "required": ["name"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/items/": {
+            "get": {
+                "operationId": "list_items",
+                "responses": {
+                    "200": {
+                        "description": "All items",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Item"},
+                                }
+                            }
+                        },
+                    },
+                    "401": {"description": "No token"},
+                },
+            },
+            "post": {
+                "operationId": "create_item",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/NewItem"}
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {
+                        "description": "Created",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/Item"}
+                            }
+                        },
+                    },
+                    "400": {"description": "Invalid"},
+                    "401": {"description": "No token"},
+                },
+            },
+        },
+        "/items/{item_id}/": {
+            "get": {
+                "operationId": "get_item",
+                "parameters": [
+                    {
+                        "name": "item_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The item",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/Item"}
+                            }
+                        },
+                    },
+                    "401": {"description": "No token"},
+                    "404": {"description": "No such item"},
+                },
+            }
+        },
+    },
+}
+
+
+def _authorized(request: HttpRequest) -> bool:
+    return request.headers.get("Authorization") == f"Bearer {TOKEN}"
+
+
+def _item(item: Item) -> dict[str, Any]:
+    return {"id": item.pk, "name": item.name, "price": item.price}
+
+
+@csrf_exempt
+def items(request: HttpRequest) -> HttpResponse:
+    if not _authorized(request):
+        return JsonResponse({"detail": "unauthorized"}, status=401)
+    if request.method == "POST":
+        try:
+            data = json.loads(request.body)
+            name, price = data["name"], data.get("price", 0)
+        except (ValueError, TypeError, KeyError):
+            return JsonResponse({"detail": "invalid"}, status=400)
+        valid = (
+            isinstance(name, str)
+            and 1 <= len(name) <= 100
+            and "\x00" not in name
+            and isinstance(price, int)
+            and not isinstance(price, bool)
+            and 0 <= price <= 1000000
+            and set(data) <= {"name", "price"}
+        )
+        if not valid:
+            return JsonResponse({"detail": "invalid"}, status=400)
+        return JsonResponse(_item(Item.objects.create(name=name, price=price)), status=201)
+    return JsonResponse([_item(item) for item in Item.objects.order_by("pk")[:20]], safe=False)
+
+
+def item(request: HttpRequest, item_id: int) -> HttpResponse:
+    if not _authorized(request):
+        return JsonResponse({"detail": "unauthorized"}, status=401)
+    found = Item.objects.filter(pk=item_id).first()
+    if found is None:
+        return JsonResponse({"detail": "not found"}, status=404)
+    return JsonResponse(_item(found))
+
+
+def openapi(request: HttpRequest) -> HttpResponse:
+    return JsonResponse(OPENAPI)
+
+
+def slow(request: HttpRequest) -> HttpResponse:
+    """Hold a database session for ?seconds=N."""
+    Item.objects.exists()
+    time.sleep(float(request.GET.get("seconds", "1")))
+    return JsonResponse({"slept": True})
+
+
+def session(request: HttpRequest) -> HttpResponse:
+    """Who this request's database session is, as PostgreSQL sees it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid(), current_setting('application_name')")
+        pid, name = cursor.fetchone()
+    return JsonResponse({"pid": pid, "application_name": name})
+
+
+def spawn(request: HttpRequest) -> HttpResponse:
+    """Start ?threads=N threads that each query the database, like a careless view."""
+    errors: list[str] = []
+    hold = threading.Barrier(int(request.GET.get("threads", "1")))
+
+    def work() -> None:
+        try:
+            Item.objects.exists()
+            hold.wait(5)
+        except Exception as error:
+            errors.append(f"{type(error).__name__}: {error}")
+            hold.abort()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work) for _ in range(hold.parties)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return JsonResponse({"errors": errors}, status=500 if errors else 200)
+
+
+class Concurrency:
+    """How many requests ran app code at the same time, at most."""
+
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+
+
+def concurrent(request: HttpRequest) -> HttpResponse:
+    with Concurrency.lock:
+        Concurrency.running += 1
+        Concurrency.peak = max(Concurrency.peak, Concurrency.running)
+    try:
+        Item.objects.exists()
+        time.sleep(float(request.GET.get("seconds", "0.1")))
+    finally:
+        with Concurrency.lock:
+            Concurrency.running -= 1
+    return JsonResponse({"ok": True})
