@@ -105,6 +105,7 @@ class SafeLiveServerMixin(_Base):
         (a nested ``@given``, as Schemathesis tests often are).
         """
         thread = self.server_thread
+        left_behind: list[SessionsLeftBehind] = []
         if isinstance(thread, SafeLiveServerThread):
             try:
                 thread.reset()
@@ -112,7 +113,8 @@ class SafeLiveServerMixin(_Base):
                 # Flushing would wait on the stuck request's locks: end it first.
                 type(self)._end_server_sessions(terminate_now=True)
                 raise
-        _raise_first(*_take_violations())
+            left_behind = type(self)._end_server_sessions(terminate_now=False)
+        _raise_first(*left_behind, *_take_violations())
 
     def _post_teardown(self) -> None:
         try:

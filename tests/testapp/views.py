@@ -177,6 +177,7 @@ def session(request: HttpRequest) -> HttpResponse:
 
 def spawn(request: HttpRequest) -> HttpResponse:
     """Start ?threads=N threads that each query the database, like a careless view."""
+    Item.objects.exists()  # the request's own session
     errors: list[str] = []
     hold = threading.Barrier(int(request.GET.get("threads", "1")))
 

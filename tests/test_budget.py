@@ -1,0 +1,87 @@
+"""The session budget: a hard bound, with errors that name the holders."""
+
+from __future__ import annotations
+
+import threading
+
+from django.db import connection, connections
+
+from django_safelive import LiveServerTestCase, SessionBudgetExceeded
+from django_safelive._budget import guard
+from tests import _pg
+from tests._clients import get
+
+
+class BudgetTests(LiveServerTestCase):
+    server_mode = "single"
+    max_connections = 3
+
+    def setUp(self) -> None:
+        # The test thread's own session is part of the budget.
+        connection.ensure_connection()
+
+    def test_threads_a_view_starts_are_refused_past_the_budget(self) -> None:
+        """A view's second extra thread is refused, and the error names everyone."""
+        response = get(f"{self.live_server_url}/spawn/?threads=2")
+        self.assertEqual(response.status_code, 500)
+        self.assertIn("SessionBudgetExceeded", response.json()["errors"][0])
+        with self.assertRaises(SessionBudgetExceeded) as caught:
+            self.reset_live_server()
+        error = caught.exception
+        self.assertEqual((error.alias, error.budget, len(error.holders)), ("default", 3, 3))
+        message = str(error)
+        self.assertIn("alias 'default'", message)
+        self.assertIn("budget of 3", message)
+        self.assertIn("test thread 'MainThread'", message)
+        self.assertIn("server worker 'safelive-worker-1', opened while serving GET /spawn/", message)
+        self.assertIn("other thread", message)
+        self.assertIn("SAFELIVE_MAX_CONNECTIONS", message)
+
+    def test_within_budget_passes(self) -> None:
+        """One extra thread fits in a budget of three."""
+        response = get(f"{self.live_server_url}/spawn/?threads=1")
+        self.assertEqual(response.status_code, 200)
+        self.reset_live_server()
+
+    def test_sessions_never_exceed_budget_in_postgres(self) -> None:
+        """PostgreSQL never sees more sessions than the budget allows."""
+        seen: list[int] = []
+        request = threading.Thread(
+            target=get, args=(f"{self.live_server_url}/spawn/?threads=3",)
+        )
+        request.start()
+        while request.is_alive():
+            # The sampling session is the test thread's own, so it counts too.
+            seen.append(len(_pg.sessions()) + 1)
+        request.join()
+        self.assertGreaterEqual(max(seen), 2)
+        self.assertLessEqual(max(seen), 3)
+        with self.assertRaises(SessionBudgetExceeded):
+            self.reset_live_server()
+
+    def test_threads_the_test_starts_count_too(self) -> None:
+        """Of two helper threads the test starts, the one past the budget is refused."""
+        get(f"{self.live_server_url}/items/")  # the worker keeps its session
+        connection.ensure_connection()
+        both_connected = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def query() -> None:
+            try:
+                connection.ensure_connection()
+            except SessionBudgetExceeded as error:
+                errors.append(error)
+            try:
+                both_connected.wait(5)
+            finally:
+                connections.close_all()
+
+        helpers = [threading.Thread(target=query) for _ in range(2)]
+        for helper in helpers:
+            helper.start()
+        for helper in helpers:
+            helper.join()
+        self.assertEqual(len(errors), 1)
+        self.assertIn("other thread", str(errors[0]))
+        self.assertEqual(guard.count("default"), 2)
+        guard.violations.clear()

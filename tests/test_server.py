@@ -1,0 +1,156 @@
+"""The bounded server: queueing, concurrency limits, keep-alive, reuse of sessions."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import requests
+from django.contrib.staticfiles.handlers import StaticFilesHandler
+from django.test.testcases import LiveServerThread
+
+from django_safelive import (
+    LiveServerTestCase,
+    SafeLiveServerThread,
+    StaticLiveServerTestCase,
+)
+from tests import _pg
+from tests._clients import AUTH, concurrently, get
+from tests.testapp.models import Item
+from tests.testapp.views import Concurrency
+
+
+def wait_for(predicate: object, timeout: float = 5.0) -> bool:
+    """Poll a zero-argument callable until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
+
+
+class SingleModeTests(LiveServerTestCase):
+    server_mode = "single"
+
+    def setUp(self) -> None:
+        Concurrency.peak = 0
+
+    def test_one_request_at_a_time(self) -> None:
+        """Six concurrent clients all get answers, but app code runs one at a time."""
+        codes = concurrently(f"{self.live_server_url}/concurrent/?seconds=0.1", 6)
+        self.assertEqual(codes, [200] * 6)
+        self.assertEqual(Concurrency.peak, 1)
+
+    def test_idle_socket_does_not_block_the_worker(self) -> None:
+        """A connection that never sends a byte does not hold the only worker."""
+        with socket.create_connection((self.host, self.server_thread.port)) as idle:
+            response = get(f"{self.live_server_url}/items/", timeout=5)
+            self.assertEqual(response.status_code, 200)
+            idle.settimeout(0.1)
+            with self.assertRaises(TimeoutError):
+                idle.recv(1)
+
+    def test_keep_alive_is_refused(self) -> None:
+        """Every response says Connection: close, so no socket idles in keep-alive."""
+        with requests.Session() as client:
+            for _ in range(3):
+                response = client.get(f"{self.live_server_url}/items/", headers=AUTH)
+                self.assertEqual(response.headers["Connection"], "close")
+
+    def test_worker_reuses_its_session(self) -> None:
+        """With CONN_MAX_AGE > 0 a worker keeps one session across requests."""
+        first = get(f"{self.live_server_url}/session/").json()
+        second = get(f"{self.live_server_url}/session/").json()
+        self.assertEqual(first["pid"], second["pid"])
+        self.assertRegex(first["application_name"], r"safelive:\d+\.\d+:worker$")
+
+    def test_reset_closes_worker_sessions(self) -> None:
+        """reset_live_server() leaves no worker session in pg_stat_activity."""
+        get(f"{self.live_server_url}/session/")
+        self.assertEqual(len(_pg.worker_sessions()), 1)
+        self.reset_live_server()
+        self.assertEqual(_pg.worker_sessions(), [])
+
+
+class PoolModeTests(LiveServerTestCase):
+    server_mode = "pool"
+    server_workers = 3
+    max_connections = 4
+
+    def setUp(self) -> None:
+        Concurrency.peak = 0
+
+    def test_pool_bounds_concurrency_and_sessions(self) -> None:
+        """Twelve concurrent clients run on exactly three workers and three sessions."""
+        codes = concurrently(f"{self.live_server_url}/concurrent/?seconds=0.3", 12)
+        self.assertEqual(codes, [200] * 12)
+        self.assertEqual(Concurrency.peak, 3)
+        self.assertEqual(len(_pg.worker_sessions()), 3)
+
+    def test_many_keep_alive_clients_stay_within_the_pool(self) -> None:
+        """Twenty clients that never close their sessions cost at most three sessions."""
+        clients = [requests.Session() for _ in range(20)]
+        try:
+            for client in clients:
+                response = client.get(f"{self.live_server_url}/items/", headers=AUTH)
+                self.assertEqual(response.status_code, 200)
+            self.assertLessEqual(len(_pg.worker_sessions()), 3)
+        finally:
+            for client in clients:
+                client.close()
+
+    def test_data_written_by_the_server_is_visible(self) -> None:
+        """A POST through the server commits, and the test thread reads it."""
+        with requests.Session() as client:
+            response = client.post(
+                f"{self.live_server_url}/items/",
+                json={"name": "widget", "price": 3},
+                headers=AUTH,
+            )
+        self.assertEqual(response.status_code, 201)
+        self.assertEqual(list(Item.objects.values_list("name", flat=True)), ["widget"])
+
+
+class StaticTests(StaticLiveServerTestCase):
+    def test_static_file_served(self) -> None:
+        """The static files handler still serves app static files."""
+        response = get(f"{self.live_server_url}/static/testapp/hello.txt")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.text, "hello from static\n")
+        self.assertIs(self.static_handler, StaticFilesHandler)
+        self.assertIsInstance(self.server_thread, SafeLiveServerThread)
+
+
+class CustomThread(LiveServerThread):
+    """A user's own subclass of Django's thread, as some suites have."""
+
+
+class CustomThreadTests(LiveServerTestCase):
+    server_thread_class = CustomThread
+
+    def test_custom_thread_class_still_works(self) -> None:
+        """An existing server_thread_class keeps working after the import swap."""
+        self.assertIsInstance(self.server_thread, CustomThread)
+        self.assertEqual(get(f"{self.live_server_url}/items/").status_code, 200)
+
+
+class CompatibilityTests(LiveServerTestCase):
+    host = "127.0.0.1"
+    available_apps = ["tests.testapp", "django.contrib.staticfiles"]
+    serialized_rollback = True
+    databases = {"default"}
+    set_up_class_ran = False
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.set_up_class_ran = True
+
+    def test_attributes_behave_like_djangos(self) -> None:
+        """host, port, live_server_url and setUpClass overrides work as in Django."""
+        self.assertTrue(self.set_up_class_ran)
+        self.assertEqual(
+            self.live_server_url, f"http://127.0.0.1:{self.server_thread.port}"
+        )
+        self.assertEqual(get(f"{self.live_server_url}/items/").status_code, 200)
