@@ -20,7 +20,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "tests.testapp",
 ]
-MIDDLEWARE: list[str] = []
+# CommonMiddleware sets Content-Length, which lets Django's own server keep sockets alive.
+MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
