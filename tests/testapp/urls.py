@@ -9,6 +9,7 @@ urlpatterns = [
     path("items/<int:item_id>/", views.item),
     path("openapi.json", views.openapi),
     path("slow/", views.slow),
+    path("hang/", views.hang),
     path("session/", views.session),
     path("spawn/", views.spawn),
     path("concurrent/", views.concurrent),

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -165,6 +165,15 @@ def slow(request: HttpRequest) -> HttpResponse:
     Item.objects.exists()
     time.sleep(float(request.GET.get("seconds", "1")))
     return JsonResponse({"slept": True})
+
+
+def hang(request: HttpRequest) -> HttpResponse:
+    """Sit in the database for a minute, inside a transaction, holding a row lock."""
+    with transaction.atomic():
+        Item.objects.select_for_update().exists()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(60)")
+    return JsonResponse({"finished": True})
 
 
 def session(request: HttpRequest) -> HttpResponse:

@@ -1,0 +1,72 @@
+"""Count a database's sessions in pg_stat_activity from an independent session."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+try:
+    import psycopg
+
+    def _connect(host: str, port: int) -> Any:
+        return psycopg.connect(
+            host=host, port=port, user="postgres", dbname="postgres", autocommit=True
+        )
+
+except ImportError:  # pragma: no cover - the psycopg2-only environments
+    import psycopg2
+
+    def _connect(host: str, port: int) -> Any:
+        conn = psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        return conn
+
+
+def connect(host: str = "127.0.0.1", port: int = 5432) -> Any:
+    """A raw driver connection to the server's postgres database, autocommit."""
+    return _connect(host, port)
+
+
+def count_sessions(conn: Any, datname: str) -> int:
+    """The sessions on `datname` right now."""
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [datname])
+        row = cursor.fetchone()
+    return int(row[0])
+
+
+class Sampler:
+    """Poll pg_stat_activity every few milliseconds in a thread; keep the peak.
+
+    Its own session is on the ``postgres`` database, so it never counts itself.
+    """
+
+    def __init__(self, datname: str, host: str = "127.0.0.1", port: int = 5432) -> None:
+        self.datname = datname
+        self.peak = 0
+        self.samples = 0
+        self._conn = connect(host, port)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, count_sessions(self._conn, self.datname))
+            self.samples += 1
+            time.sleep(0.005)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._conn.close()
