@@ -116,16 +116,14 @@ class SessionGuard:
             if cls in self._originals:
                 continue
             self._originals[cls] = {
-                name: cls.__dict__[name]
-                for name in ("get_new_connection", "_close")
-                if name in cls.__dict__
+                name: cls.__dict__[name] for name in _WRAPPERS if name in cls.__dict__
             }
-            cls.get_new_connection = _wrap_connect(self, cls.get_new_connection)  # type: ignore[method-assign]
-            cls._close = _wrap_close(self, cls._close)  # type: ignore[method-assign]
+            for name, wrap in _WRAPPERS.items():
+                setattr(cls, name, wrap(self, getattr(cls, name)))
 
     def _uninstall(self) -> None:
         for cls, originals in self._originals.items():
-            for name in ("get_new_connection", "_close"):
+            for name in _WRAPPERS:
                 if name in originals:
                     setattr(cls, name, originals[name])
                 else:
@@ -171,7 +169,9 @@ class SessionGuard:
         key = id(wrapper)
         self._holders[key] = holder
         weakref.finalize(wrapper, self._forget, key, holder)
-        count = sum(1 for other in self._holders.values() if other.alias == holder.alias)
+        count = sum(
+            1 for other in self._holders.values() if other.alias == holder.alias
+        )
         self.peaks[holder.alias] = max(self.peaks.get(holder.alias, 0), count)
         return holder
 
@@ -207,7 +207,9 @@ class SessionGuard:
         with self._lock:
             self._holders.pop(id(wrapper), None)
 
-    def application_name(self, wrapper: BaseDatabaseWrapper, current: str | None) -> str:
+    def application_name(
+        self, wrapper: BaseDatabaseWrapper, current: str | None
+    ) -> str:
         """The application_name that tells this session apart in pg_stat_activity."""
         active = self.active
         assert active is not None
@@ -237,7 +239,9 @@ def new_tag() -> str:
 def _wrap_connect(
     guard: SessionGuard, original: Callable[[Any, dict[str, Any]], Any]
 ) -> Callable[[Any, dict[str, Any]], Any]:
-    def get_new_connection(self: BaseDatabaseWrapper, conn_params: dict[str, Any]) -> Any:
+    def get_new_connection(
+        self: BaseDatabaseWrapper, conn_params: dict[str, Any]
+    ) -> Any:
         guard.acquire(self)
         try:
             if self.vendor == "postgresql" and guard.active is not None:
@@ -268,5 +272,10 @@ def _wrap_close(
     _close.__wrapped__ = original  # type: ignore[attr-defined]
     return _close
 
+
+_WRAPPERS: dict[str, Callable[[SessionGuard, Any], Any]] = {
+    "get_new_connection": _wrap_connect,
+    "_close": _wrap_close,
+}
 
 guard = SessionGuard()

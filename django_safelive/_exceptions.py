@@ -59,7 +59,9 @@ class RequestStuck(SafeLiveError):
 class SessionsLeftBehind(SafeLiveError):
     """Server sessions were still open in the database after the server stopped."""
 
-    def __init__(self, *, alias: str, sessions: Sequence[str], terminated: bool) -> None:
+    def __init__(
+        self, *, alias: str, sessions: Sequence[str], terminated: bool
+    ) -> None:
         self.alias = alias
         self.sessions = list(sessions)
         listing = "\n".join(f"  - {session}" for session in sessions)

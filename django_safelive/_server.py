@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import selectors
 import socket
@@ -9,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.core.servers.basehttp import WSGIServer
 from django.db import close_old_connections, connections
@@ -19,9 +20,11 @@ from django_safelive._budget import SERVER_WORKER, set_current_request, set_thre
 from django_safelive._config import Config, resolve
 from django_safelive._exceptions import RequestStuck
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 _Address = Any
 _Request = tuple[socket.socket, _Address]
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class SafeRequestHandler(QuietWSGIRequestHandler):
@@ -99,10 +102,8 @@ class _IdleWatcher:
 
 
 def _close_socket(request: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         request.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     request.close()
 
 
@@ -166,8 +167,12 @@ class BoundedWSGIServer(WSGIServer):
     def process_request(self, request: Any, client_address: _Address) -> None:
         self._watcher.watch(request, client_address)
 
-    def set_app(self, application: WSGIApp) -> None:
-        def tracked(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    def set_app(self, application: WSGIApplication | None) -> None:
+        assert application is not None
+
+        def tracked(
+            environ: WSGIEnvironment, start_response: StartResponse
+        ) -> Iterable[bytes]:
             # The path only: query strings can carry tokens.
             request = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
             set_current_request(request)
@@ -196,12 +201,11 @@ class BoundedWSGIServer(WSGIServer):
                     return
                 if isinstance(item, _Reset):
                     connections.close_all()
-                    try:
+                    # A broken barrier means the caller gave up waiting; carry on.
+                    with contextlib.suppress(threading.BrokenBarrierError):
                         item.barrier.wait()
-                    except threading.BrokenBarrierError:
-                        pass
                     continue
-                request, client_address = item  # type: ignore[misc]
+                request, client_address = cast(_Request, item)
                 self._serve(request, client_address)
         finally:
             connections.close_all()
@@ -293,8 +297,8 @@ class BoundedWSGIServer(WSGIServer):
 class SafeLiveServerThread(LiveServerThread):
     """Django's ``LiveServerThread``, serving from a ``BoundedWSGIServer``."""
 
-    server_class = BoundedWSGIServer
-    httpd: BoundedWSGIServer
+    server_class = BoundedWSGIServer  # type: ignore[assignment]
+    httpd: BoundedWSGIServer  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -309,7 +313,7 @@ class SafeLiveServerThread(LiveServerThread):
         self.config = config if config is not None else resolve()
         self.stuck: RequestStuck | None = None
 
-    def _create_server(  # type: ignore[override]
+    def _create_server(
         self, connections_override: dict[str, Any] | None = None
     ) -> BoundedWSGIServer:
         return self.server_class(

@@ -35,7 +35,9 @@ def server_sessions(alias: str, tag: str) -> list[tuple[int, str]]:
 def terminate(alias: str, pids: list[int]) -> None:
     """End the given backends (only ever this server's own)."""
     with connections[alias].cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid", [pids])
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid", [pids]
+        )
 
 
 def wait_gone(alias: str, tag: str, timeout: float) -> list[tuple[int, str]]:

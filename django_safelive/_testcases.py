@@ -9,6 +9,7 @@ from django.contrib.staticfiles.testing import (
 )
 from django.db import connections
 from django.test import LiveServerTestCase as DjangoLiveServerTestCase
+from django.test.testcases import LiveServerThread
 
 from django_safelive import _sessions
 from django_safelive._budget import guard, new_tag
@@ -32,7 +33,7 @@ class SafeLiveServerMixin(_Base):
     server_mode: ClassVar[str | None] = None
     server_workers: ClassVar[int | None] = None
     drain_timeout: ClassVar[float | None] = None
-    server_thread_class = SafeLiveServerThread
+    server_thread_class: type[LiveServerThread] = SafeLiveServerThread
 
     safelive_config: ClassVar[Config]
     safelive_tag: ClassVar[str]
@@ -79,7 +80,7 @@ class SafeLiveServerMixin(_Base):
     def _end_server_sessions(cls, terminate_now: bool) -> list[SessionsLeftBehind]:
         """Make sure no session of this server is left, ending any that are."""
         errors = []
-        for alias in cls._databases_names(include_mirrors=False):
+        for alias in cls._databases_names(include_mirrors=False):  # type: ignore[attr-defined]
             if connections[alias].vendor != "postgresql":
                 continue
             left = _sessions.server_sessions(alias, cls.safelive_tag)
@@ -120,7 +121,7 @@ class SafeLiveServerMixin(_Base):
         try:
             self.reset_live_server()
         finally:
-            super()._post_teardown()
+            super()._post_teardown()  # type: ignore[misc]
 
 
 def _take_violations() -> list[SafeLiveError]:

@@ -58,15 +58,25 @@ class Cluster:
     def start(self) -> None:
         if os.geteuid() == 0:
             shutil.chown(self._dir, "postgres", "postgres")
-        self._run("initdb", "-D", str(self._data), "-U", "postgres", "--auth=trust", "-N")
+        self._run(
+            "initdb", "-D", str(self._data), "-U", "postgres", "--auth=trust", "-N"
+        )
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 "
-            f"-c unix_socket_directories={self._dir} -c max_connections={self.max_connections} "
+            f"-c unix_socket_directories={self._dir} "
+            f"-c max_connections={self.max_connections} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
         self._run(
-            "pg_ctl", "-D", str(self._data), "-o", options,
-            "-l", str(self._dir / "log"), "-w", "start",
+            "pg_ctl",
+            "-D",
+            str(self._data),
+            "-o",
+            options,
+            "-l",
+            str(self._dir / "log"),
+            "-w",
+            "start",
         )
 
     def stop(self) -> None:

@@ -19,7 +19,9 @@ except ImportError:  # pragma: no cover - the psycopg2-only environments
     import psycopg2
 
     def _connect(host: str, port: int) -> Any:
-        conn = psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres")
+        conn = psycopg2.connect(
+            host=host, port=port, user="postgres", dbname="postgres"
+        )
         conn.autocommit = True
         return conn
 
@@ -32,7 +34,9 @@ def connect(host: str = "127.0.0.1", port: int = 5432) -> Any:
 def count_sessions(conn: Any, datname: str) -> int:
     """The sessions on `datname` right now."""
     with conn.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [datname])
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [datname]
+        )
         row = cursor.fetchone()
     return int(row[0])
 

@@ -20,7 +20,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "tests.testapp",
 ]
-# CommonMiddleware sets Content-Length, which lets Django's own server keep sockets alive.
+# CommonMiddleware sets Content-Length, which lets Django's own server keep
+# sockets alive, as in real projects.
 MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -28,12 +28,17 @@ class BudgetTests(LiveServerTestCase):
         with self.assertRaises(SessionBudgetExceeded) as caught:
             self.reset_live_server()
         error = caught.exception
-        self.assertEqual((error.alias, error.budget, len(error.holders)), ("default", 3, 3))
+        self.assertEqual(
+            (error.alias, error.budget, len(error.holders)), ("default", 3, 3)
+        )
         message = str(error)
         self.assertIn("alias 'default'", message)
         self.assertIn("budget of 3", message)
         self.assertIn("test thread 'MainThread'", message)
-        self.assertIn("server worker 'safelive-worker-1', opened while serving GET /spawn/", message)
+        self.assertIn(
+            "server worker 'safelive-worker-1', opened while serving GET /spawn/",
+            message,
+        )
         self.assertIn("other thread", message)
         self.assertIn("SAFELIVE_MAX_CONNECTIONS", message)
 

@@ -34,13 +34,19 @@ class PrecedenceTests(SimpleTestCase):
     def test_settings(self) -> None:
         """SAFELIVE in settings is read."""
         config = resolve(None)
-        self.assertEqual((config.max_connections, config.mode, config.workers), (5, "single", 1))
+        self.assertEqual(
+            (config.max_connections, config.mode, config.workers), (5, "single", 1)
+        )
 
     @override_settings(SAFELIVE={"MAX_CONNECTIONS": 5, "MODE": "single"})
     def test_class_attributes_win_over_settings(self) -> None:
         """Class attributes override SAFELIVE."""
-        config = resolve(owner(max_connections=12, server_mode="pool", server_workers=6))
-        self.assertEqual((config.max_connections, config.mode, config.workers), (12, "pool", 6))
+        config = resolve(
+            owner(max_connections=12, server_mode="pool", server_workers=6)
+        )
+        self.assertEqual(
+            (config.max_connections, config.mode, config.workers), (12, "pool", 6)
+        )
 
     @override_settings(SAFELIVE={"MAX_CONNECTIONS": 5})
     def test_environment_wins_over_everything(self) -> None:
@@ -61,7 +67,9 @@ class PrecedenceTests(SimpleTestCase):
 
     def test_single_mode_has_one_worker(self) -> None:
         """Single mode serves with exactly one worker, whatever WORKERS says."""
-        self.assertEqual(resolve(owner(server_mode="single", server_workers=5)).workers, 1)
+        self.assertEqual(
+            resolve(owner(server_mode="single", server_workers=5)).workers, 1
+        )
 
 
 class BadInputTests(SimpleTestCase):
@@ -72,24 +80,33 @@ class BadInputTests(SimpleTestCase):
     def test_bad_class_attributes(self) -> None:
         """Wrong types and values in class attributes say which attribute and why."""
         cases: list[tuple[dict[str, Any], str]] = [
-            ({"max_connections": "8"}, "class attribute max_connections must be an int, got str '8'"),
+            (
+                {"max_connections": "8"},
+                "class attribute max_connections must be an int, got str '8'",
+            ),
             ({"max_connections": 2.5}, "must be an int, got float 2.5"),
             ({"max_connections": True}, "must be an int, got bool True"),
             ({"max_connections": 0}, "must be at least 1, got 0"),
             ({"max_connections": -3}, "must be at least 1, got -3"),
-            ({"server_mode": "threaded"}, "server_mode must be 'single' or 'pool', got 'threaded'"),
+            (
+                {"server_mode": "threaded"},
+                "server_mode must be 'single' or 'pool', got 'threaded'",
+            ),
             ({"server_mode": 1}, "must be 'single' or 'pool', got 1"),
             ({"server_workers": 0}, "server_workers must be at least 1, got 0"),
             ({"drain_timeout": 0}, "drain_timeout must be a positive, finite number"),
             ({"drain_timeout": float("inf")}, "positive, finite"),
-            ({"drain_timeout": "5"}, "drain_timeout must be a number of seconds, got str '5'"),
+            (
+                {"drain_timeout": "5"},
+                "drain_timeout must be a number of seconds, got str '5'",
+            ),
         ]
         for attributes, message in cases:
             with self.subTest(attributes=attributes):
                 self.assert_refused(message, **attributes)
 
     def test_budget_too_small(self) -> None:
-        """A budget that cannot hold the workers and the test thread says what to raise."""
+        """A budget too small for the workers and the test thread says what to raise."""
         self.assert_refused(
             "budget of 4 database session(s) per alias is too small for mode 'pool' "
             "with 4 worker(s): it needs at least 5 (one per worker plus the test "
@@ -104,13 +121,25 @@ class BadInputTests(SimpleTestCase):
     def test_garbage_in_environment(self) -> None:
         """Unparseable environment variables name the variable and the value."""
         cases = {
-            "SAFELIVE_MAX_CONNECTIONS": ("lots", "SAFELIVE_MAX_CONNECTIONS must be a whole number, got 'lots'"),
+            "SAFELIVE_MAX_CONNECTIONS": (
+                "lots",
+                "SAFELIVE_MAX_CONNECTIONS must be a whole number, got 'lots'",
+            ),
             "SAFELIVE_WORKERS": ("", "SAFELIVE_WORKERS must be a whole number, got ''"),
-            "SAFELIVE_MODE": ("fast", "SAFELIVE_MODE must be 'single' or 'pool', got 'fast'"),
-            "SAFELIVE_DRAIN_TIMEOUT": ("soon", "SAFELIVE_DRAIN_TIMEOUT must be a number of seconds, got 'soon'"),
+            "SAFELIVE_MODE": (
+                "fast",
+                "SAFELIVE_MODE must be 'single' or 'pool', got 'fast'",
+            ),
+            "SAFELIVE_DRAIN_TIMEOUT": (
+                "soon",
+                "SAFELIVE_DRAIN_TIMEOUT must be a number of seconds, got 'soon'",
+            ),
         }
         for variable, (value, message) in cases.items():
-            with self.subTest(variable=variable), mock.patch.dict(os.environ, {variable: value}):
+            with (
+                self.subTest(variable=variable),
+                mock.patch.dict(os.environ, {variable: value}),
+            ):
                 self.assert_refused(message)
 
     @override_settings(SAFELIVE=["MAX_CONNECTIONS", 4])
@@ -126,10 +155,12 @@ class BadInputTests(SimpleTestCase):
     @override_settings(SAFELIVE={"MAX_CONNECTIONS": "eight"})
     def test_bad_settings_value(self) -> None:
         """Bad values in SAFELIVE name the key."""
-        self.assert_refused("SAFELIVE['MAX_CONNECTIONS'] must be an int, got str 'eight'.")
+        self.assert_refused(
+            "SAFELIVE['MAX_CONNECTIONS'] must be an int, got str 'eight'."
+        )
 
     def test_refused_before_the_server_starts(self) -> None:
-        """A test case with a bad setting fails in setUpClass, before any thread starts."""
+        """A bad setting fails in setUpClass, before any thread starts."""
 
         class Broken(LiveServerTestCase):
             max_connections = 0
@@ -137,6 +168,8 @@ class BadInputTests(SimpleTestCase):
             def test_nothing(self) -> None:
                 """Never runs."""
 
-        with self.assertRaisesMessage(ImproperlyConfigured, "max_connections must be at least 1"):
+        with self.assertRaisesMessage(
+            ImproperlyConfigured, "max_connections must be at least 1"
+        ):
             Broken.setUpClass()
         self.assertFalse(hasattr(Broken, "server_thread"))

@@ -21,7 +21,12 @@ class GivenOnMethodTests(LiveServerTestCase):
     clients: list[requests.Session] = []
 
     @settings(max_examples=40, deadline=None, database=None)
-    @given(names=st.lists(st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s), max_size=3))
+    @given(
+        names=st.lists(
+            st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s),
+            max_size=3,
+        )
+    )
     def test_each_example_starts_clean(self, names: list[str]) -> None:
         """No server session and no leftover rows when an example starts."""
         type(self).examples += 1

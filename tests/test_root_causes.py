@@ -72,7 +72,7 @@ def database_exists(datname: str, host: str = "127.0.0.1", port: int = 5432) -> 
 
 
 def test_keep_alive_clients_pin_sessions() -> None:
-    """Twenty idle keep-alive clients: stock holds a session each, ours stays bounded."""
+    """Twenty idle keep-alive clients: stock holds a session each, ours is bounded."""
     stock = run("keepalive", "stock")
     safe = run("keepalive", "safelive")
     assert stock.peak > BUDGET, stock.output
@@ -81,7 +81,7 @@ def test_keep_alive_clients_pin_sessions() -> None:
 
 
 def test_concurrent_clients_get_a_session_each() -> None:
-    """Thirty-two concurrent clients: stock opens ~33 sessions, ours at most the budget."""
+    """Thirty-two concurrent clients: stock opens ~33 sessions, ours <= the budget."""
     stock = run("concurrent", "stock")
     safe = run("concurrent", "safelive")
     assert stock.peak > BUDGET, stock.output
@@ -130,7 +130,7 @@ def test_server_connection_limit(small_cluster: Cluster) -> None:
 
 
 def test_schemathesis_suite_under_a_small_server(small_cluster: Cluster) -> None:
-    """The ROOT_CAUSES Schemathesis test: fails on Hypothesis's class, passes on ours."""
+    """The ROOT_CAUSES Schemathesis test: fails on Hypothesis's class, not ours."""
     stock = run("schemathesis_shop", "stock", small_cluster.host, small_cluster.port)
     safe = run("schemathesis_shop", "safelive", small_cluster.host, small_cluster.port)
     assert stock.returncode != 0

@@ -89,7 +89,7 @@ class PoolModeTests(LiveServerTestCase):
         self.assertEqual(len(_pg.worker_sessions()), 3)
 
     def test_many_keep_alive_clients_stay_within_the_pool(self) -> None:
-        """Twenty clients that never close their sessions cost at most three sessions."""
+        """Twenty clients that never close their sessions cost at most three."""
         clients = [requests.Session() for _ in range(20)]
         try:
             for client in clients:

@@ -16,5 +16,8 @@ class SmokeTests(LiveServerTestCase):
         self.assertIn(":worker", response.json()["application_name"])
         self.assertEqual(response.headers["Connection"], "close")
         self.assertEqual(len(_pg.worker_sessions()), 1)
-        client2 = requests.get(f"{self.live_server_url}/items/", headers={"Authorization": f"Bearer {TOKEN}"})
+        client2 = requests.get(
+            f"{self.live_server_url}/items/",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
         self.assertEqual(client2.json(), [])

@@ -12,10 +12,12 @@ IMPL = os.environ.get("SCENARIO_IMPL", "safelive")
 
 if IMPL == "stock":
     from django.test import LiveServerTestCase
-    from hypothesis.extra.django import LiveServerTestCase as HypothesisLiveServerTestCase
+    from hypothesis.extra.django import (
+        LiveServerTestCase as HypothesisLiveServerTestCase,
+    )
 elif IMPL == "safelive":
-    from django_safelive import LiveServerTestCase  # type: ignore[assignment]
-    from django_safelive.hypothesis import (  # type: ignore[assignment]
+    from django_safelive import LiveServerTestCase
+    from django_safelive.hypothesis import (
         LiveServerTestCase as HypothesisLiveServerTestCase,
     )
 else:
@@ -26,4 +28,8 @@ __all__ = ["HypothesisLiveServerTestCase", "LiveServerTestCase", "report"]
 
 def report(**values: object) -> None:
     """Print values for the parent test to read."""
-    print("SCENARIO", " ".join(f"{key}={value}" for key, value in values.items()), flush=True)
+    print(
+        "SCENARIO",
+        " ".join(f"{key}={value}" for key, value in values.items()),
+        flush=True,
+    )

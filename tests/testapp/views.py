@@ -143,8 +143,12 @@ def items(request: HttpRequest) -> HttpResponse:
         )
         if not valid:
             return JsonResponse({"detail": "invalid"}, status=400)
-        return JsonResponse(_item(Item.objects.create(name=name, price=price)), status=201)
-    return JsonResponse([_item(item) for item in Item.objects.order_by("pk")[:20]], safe=False)
+        return JsonResponse(
+            _item(Item.objects.create(name=name, price=price)), status=201
+        )
+    return JsonResponse(
+        [_item(item) for item in Item.objects.order_by("pk")[:20]], safe=False
+    )
 
 
 def item(request: HttpRequest, item_id: int) -> HttpResponse:

@@ -1,0 +1,104 @@
+"""Test matrix and checks. `nox` runs them all; `nox -s tests` just the tests."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["tests", "lint", "mypy", "coverage"]
+
+# Explicit (Python, Django, driver) triples: every supported pair once, the
+# PostgreSQL driver alternating so both are tested on every Django series.
+MATRIX = [
+    ("3.10", "4.2", "psycopg2"),
+    ("3.11", "4.2", "psycopg"),
+    ("3.12", "4.2", "psycopg2"),
+    ("3.10", "5.2", "psycopg"),
+    ("3.11", "5.2", "psycopg2"),
+    ("3.12", "5.2", "psycopg"),
+    ("3.13", "5.2", "psycopg2"),
+    ("3.12", "6.0", "psycopg2"),
+    ("3.13", "6.0", "psycopg"),
+    ("3.12", "6.1", "psycopg2"),
+    ("3.13", "6.1", "psycopg"),
+]
+DRIVERS = {"psycopg2": "psycopg2-binary>=2.9", "psycopg": "psycopg[binary,pool]>=3.1"}
+TEST_DEPS = ["pytest>=8", "pytest-django>=4.8", "requests>=2.31", "coverage[toml]>=7.4"]
+DEFAULT_PYTHON = "3.13"
+
+
+def _install(session: nox.Session, django: str, driver: str) -> None:
+    session.install(
+        f"django~={django}.0",
+        DRIVERS[driver],
+        "-e",
+        ".[hypothesis,schemathesis]",
+        *TEST_DEPS,
+    )
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "django", "driver"),
+    MATRIX,
+    ids=[f"py{py}-django{dj}-{drv}" for py, dj, drv in MATRIX],
+)
+def tests(session: nox.Session, django: str, driver: str) -> None:
+    """Run the test suite against real PostgreSQL."""
+    _install(session, django, driver)
+    session.run(
+        "coverage", "run", "-m", "pytest", *session.posargs,
+        env={"PYTHONDEVMODE": "1", "COVERAGE_FILE": f".coverage.{session.name}"},
+    )  # fmt: skip
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def coverage(session: nox.Session) -> None:
+    """Combine the test sessions' coverage and report it."""
+    session.install("coverage[toml]>=7.4")
+    session.run("coverage", "combine", success_codes=[0, 1])
+    session.run("coverage", "report")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def mypy(session: nox.Session) -> None:
+    """mypy --strict with django-stubs."""
+    session.install(
+        "mypy",
+        "django-stubs",
+        "types-requests",
+        "nox",
+        DRIVERS["psycopg"],
+        "-e",
+        ".[all]",
+        *TEST_DEPS,
+    )
+    session.run("mypy")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def example(session: nox.Session) -> None:
+    """The main job: a Schemathesis suite on Django's live server and on ours."""
+    _install(session, "6.1", "psycopg")
+    session.run("python", "-m", "tests.example", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def bench(session: nox.Session) -> None:
+    """Requests/s and peak sessions: stock Django vs single vs pool."""
+    _install(session, "6.1", "psycopg")
+    session.install("waitress", "cheroot")
+    session.run(
+        "python", "-m", "benchmarks", *session.posargs,
+        env={"DJANGO_SETTINGS_MODULE": "tests.settings"},
+    )  # fmt: skip
