@@ -13,6 +13,7 @@ from django.test.testcases import LiveServerThread
 
 from django_safelive import _sessions
 from django_safelive._budget import guard, new_tag
+from django_safelive._compat import enter_class_context
 from django_safelive._config import Config, resolve
 from django_safelive._exceptions import RequestStuck, SafeLiveError, SessionsLeftBehind
 from django_safelive._server import SafeLiveServerThread
@@ -48,8 +49,8 @@ class SafeLiveServerMixin(_Base):
     @classmethod
     def _start_server_thread(cls) -> None:
         # Entered first, so its exit runs after the server thread's termination.
-        cls.enterClassContext(
-            guard.activate(cls.safelive_config.max_connections, cls.safelive_tag)
+        enter_class_context(
+            cls, guard.activate(cls.safelive_config.max_connections, cls.safelive_tag)
         )
         super()._start_server_thread()  # type: ignore[misc]
 
