@@ -16,7 +16,12 @@ from django.core.servers.basehttp import WSGIServer
 from django.db import close_old_connections, connections
 from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler
 
-from django_safelive._budget import SERVER_WORKER, set_current_request, set_thread_role
+from django_safelive._budget import (
+    SERVER_WORKER,
+    new_tag,
+    set_current_request,
+    set_thread_role,
+)
 from django_safelive._config import Config, resolve
 from django_safelive._exceptions import RequestStuck
 
@@ -311,6 +316,7 @@ class SafeLiveServerThread(LiveServerThread):
     ) -> None:
         super().__init__(host, static_handler, connections_override, port)
         self.config = config if config is not None else resolve()
+        self.tag = new_tag()
         self.stuck: RequestStuck | None = None
 
     def _create_server(

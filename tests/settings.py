@@ -32,7 +32,6 @@ if _backend != "postgres":
         f"SAFELIVE_TEST_DB={_backend!r} is not supported; use 'postgres'."
     )
 
-_xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
@@ -42,9 +41,7 @@ DATABASES = {
         "PORT": os.environ.get("PGPORT", "5432"),
         "CONN_MAX_AGE": int(os.environ.get("SAFELIVE_TEST_CONN_MAX_AGE", "600")),
         "TEST": {
-            "NAME": os.environ.get(
-                "SAFELIVE_TEST_DB_NAME", f"test_safelive{_xdist_worker}"
-            ),
+            "NAME": os.environ.get("SAFELIVE_TEST_DB_NAME", "test_safelive"),
         },
     }
 }

@@ -49,6 +49,9 @@ def run(scenario: str, impl: str, host: str = "127.0.0.1", port: int = 5432) -> 
         "PGPORT": str(port),
     }
     env.pop("PYTEST_XDIST_WORKER", None)
+    if impl == "safelive":
+        # Only read by scenarios that use pytest-django's own live_server.
+        env["PYTEST_ADDOPTS"] = "--safelive-live-server"
     command = [
         sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
         f"tests/scenarios/{scenario}.py",

@@ -33,7 +33,13 @@ OPENAPI: dict[str, Any] = {
             "NewItem": {
                 "type": "object",
                 "properties": {
-                    "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "name": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 100,
+                        # PostgreSQL text cannot hold NUL characters.
+                        "pattern": "^[^\\u0000]*$",
+                    },
                     "price": {"type": "integer", "minimum": 0, "maximum": 1000000},
                 },
                 "required": ["name"],

@@ -1,0 +1,98 @@
+"""What happens to a live server's sessions between tests and when it stops.
+
+Shared by the unittest test cases and the pytest fixture, so both behave alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import connections
+from django.test.testcases import LiveServerThread
+
+from django_safelive import _sessions
+from django_safelive._budget import guard
+from django_safelive._exceptions import RequestStuck, SafeLiveError, SessionsLeftBehind
+from django_safelive._server import SafeLiveServerThread
+
+# How long a closed session may linger in pg_stat_activity while its backend exits.
+EXIT_GRACE = 5.0
+
+
+def end_server_sessions(
+    aliases: Iterable[str], tag: str, *, terminate_now: bool
+) -> list[SessionsLeftBehind]:
+    """Make sure no session tagged `tag` is left on PostgreSQL, ending any that are."""
+    errors = []
+    for alias in aliases:
+        if connections[alias].vendor != "postgresql":
+            continue
+        left = _sessions.server_sessions(alias, tag)
+        if left and not terminate_now:
+            left = _sessions.wait_gone(alias, tag, EXIT_GRACE)
+        if left:
+            _sessions.terminate(alias, [pid for pid, _ in left])
+            _sessions.wait_gone(alias, tag, EXIT_GRACE)
+            errors.append(
+                SessionsLeftBehind(
+                    alias=alias,
+                    sessions=[description for _, description in left],
+                    terminated=True,
+                )
+            )
+    return errors
+
+
+def reset(thread: LiveServerThread, aliases: Iterable[str], tag: str) -> None:
+    """Drain the server, close its workers' sessions and confirm they are gone."""
+    aliases = list(aliases)
+    left_behind: list[SessionsLeftBehind] = []
+    if isinstance(thread, SafeLiveServerThread):
+        try:
+            thread.reset()
+        except RequestStuck:
+            # A flush would wait on the stuck request's locks: end it first.
+            end_server_sessions(aliases, tag, terminate_now=True)
+            raise
+        left_behind = end_server_sessions(aliases, tag, terminate_now=False)
+    raise_first(*left_behind, *take_violations())
+
+
+def finish(thread: LiveServerThread, aliases: Iterable[str], tag: str) -> None:
+    """After the server thread terminated: leave no session behind, then report."""
+    aliases = list(aliases)
+    stuck = thread.stuck if isinstance(thread, SafeLiveServerThread) else None
+    left_behind = end_server_sessions(aliases, tag, terminate_now=stuck is not None)
+    if stuck is not None and isinstance(thread, SafeLiveServerThread):
+        # Their sessions are gone, so the stuck views fail and the workers exit.
+        thread.httpd.join_workers(EXIT_GRACE)
+    close_pools(aliases)
+    raise_first(stuck, *left_behind, *take_violations())
+
+
+def close_pools(aliases: Iterable[str]) -> None:
+    """Close Django's psycopg connection pools (5.1+), whose idle sessions would
+    otherwise keep the test database from being dropped."""
+    for alias in aliases:
+        connection = connections[alias]
+        if getattr(connection, "pool", None) is not None:
+            connection.close_pool()  # type: ignore[attr-defined]
+
+
+def take_violations() -> list[SafeLiveError]:
+    """Budget violations recorded in other threads since the last call."""
+    violations: list[SafeLiveError] = list(guard.violations)
+    guard.violations.clear()
+    return violations
+
+
+def raise_first(*errors: SafeLiveError | None) -> None:
+    """Raise the first error, mentioning the others so that none is lost."""
+    found = [error for error in errors if error is not None]
+    if not found:
+        return
+    first, *others = found
+    if hasattr(first, "add_note"):
+        for other in others:
+            first.add_note(f"Also: {other}")
+    raise first

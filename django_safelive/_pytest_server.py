@@ -1,0 +1,76 @@
+"""pytest-django's ``LiveServer``, serving from django-safelive's bounded thread."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from typing import Any, Protocol
+
+from pytest_django.live_server_helper import LiveServer
+
+from django_safelive import _lifecycle
+from django_safelive._budget import guard
+from django_safelive._config import resolve
+from django_safelive._server import SafeLiveServerThread
+
+
+class DbBlocker(Protocol):
+    """pytest-django's database blocker, as far as we use it."""
+
+    def unblock(self) -> AbstractContextManager[Any]: ...
+
+
+class SafeLiveServer(LiveServer):
+    """The object the ``safe_live_server`` fixture returns: pytest-django's
+    ``LiveServer`` interface (``.url``, ``str()``, ``+``), bounded."""
+
+    thread: SafeLiveServerThread
+
+    def __init__(
+        self, addr: str, *, start: bool = True, db_blocker: DbBlocker | None = None
+    ) -> None:
+        config = resolve()
+        # Stopping checks pg_stat_activity, outside any test's database access.
+        self._db_access = db_blocker.unblock if db_blocker else nullcontext
+        super().__init__(addr, start=False)
+        django_thread = self.thread
+        self.thread = SafeLiveServerThread(
+            django_thread.host,
+            django_thread.static_handler,
+            connections_override=django_thread.connections_override,
+            port=django_thread.port,
+            config=config,
+        )
+        self.thread.daemon = True
+        self._activation = ExitStack()
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start enforcing the session budget, then start the server."""
+        self._activation.enter_context(
+            guard.activate(self.thread.config.max_connections, self.thread.tag)
+        )
+        try:
+            super().start()
+        except BaseException:
+            self._activation.close()
+            raise
+
+    def stop(self) -> None:
+        """Stop the server, leave no session behind, stop enforcing the budget."""
+        from django.db import connections
+
+        try:
+            super().stop()
+            with self._db_access():
+                _lifecycle.finish(self.thread, list(connections), self.thread.tag)
+        finally:
+            self._activation.close()
+
+    def reset(self, aliases: list[str] | None = None) -> None:
+        """Drain in-flight requests and close the server's database connections.
+
+        Runs after every test that uses the server; call it yourself between
+        examples of a Hypothesis test inside a test function.
+        """
+        _lifecycle.reset(self.thread, aliases or ["default"], self.thread.tag)

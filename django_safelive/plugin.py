@@ -1,0 +1,146 @@
+"""The pytest plugin: a ``safe_live_server`` fixture, and a switch that makes
+pytest-django's ``live_server`` the bounded one."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from django_safelive._pytest_server import SafeLiveServer
+
+_ORIGINAL_LIVE_SERVER = pytest.StashKey[Any]()
+_SWITCH_HELP = (
+    "Make pytest-django's live_server fixture the bounded django-safelive one."
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("django-safelive")
+    group.addoption(
+        "--safelive-live-server",
+        action="store_true",
+        default=False,
+        help=_SWITCH_HELP,
+    )
+    parser.addini(
+        "safelive_live_server",
+        type="bool",
+        default=False,
+        help=_SWITCH_HELP,
+    )
+
+
+def _replaces_live_server(config: pytest.Config) -> bool:
+    return bool(
+        config.getoption("safelive_live_server")
+        or config.getini("safelive_live_server")
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not _replaces_live_server(config):
+        return
+    try:
+        from pytest_django import live_server_helper
+    except ImportError:
+        raise pytest.UsageError(
+            "--safelive-live-server / safelive_live_server replaces pytest-django's "
+            "live_server fixture, but pytest-django is not installed."
+        ) from None
+
+    from django_safelive._pytest_server import SafeLiveServer
+
+    config.stash[_ORIGINAL_LIVE_SERVER] = live_server_helper.LiveServer
+    live_server_helper.LiveServer = functools.partial(  # type: ignore[misc,assignment]
+        SafeLiveServer, db_blocker=_db_blocker(config)
+    )
+
+
+def _db_blocker(config: pytest.Config) -> Any:
+    from pytest_django import plugin
+
+    key = getattr(plugin, "blocking_manager_key", None)
+    if key is not None:
+        return config.stash[key]
+    return plugin._blocking_manager  # type: ignore[attr-defined]  # pytest-django < 4.9
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _ORIGINAL_LIVE_SERVER in config.stash:
+        from pytest_django import live_server_helper
+
+        live_server_helper.LiveServer = config.stash[_ORIGINAL_LIVE_SERVER]  # type: ignore[misc]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # pytest-django creates test databases only for the tests it sees need one,
+    # and it recognises its own live_server fixture but not ours: mark ours as it
+    # treats live_server, transactional.
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "safe_live_server" in fixtures and not item.get_closest_marker("django_db"):
+            item.add_marker(pytest.mark.django_db(transaction=True))
+
+
+@pytest.fixture(scope="session")
+def safe_live_server(
+    request: pytest.FixtureRequest, django_db_setup: None, django_db_blocker: Any
+) -> Iterator[SafeLiveServer]:
+    """A bounded live server with pytest-django's ``live_server`` interface.
+
+    It depends on ``django_db_setup`` so that it stops, and leaves no session
+    behind, before the test databases are dropped.
+    """
+    from django_safelive._pytest_server import SafeLiveServer
+
+    addr = (
+        request.config.getvalue("liveserver")
+        or os.getenv("DJANGO_LIVE_TEST_SERVER_ADDRESS")
+        or "localhost"
+    )
+    server = SafeLiveServer(addr, db_blocker=django_db_blocker)
+    yield server
+    server.stop()
+
+
+def _databases(request: pytest.FixtureRequest) -> list[str]:
+    from django.db import connections
+
+    marker = request.node.get_closest_marker("django_db")
+    databases = marker.kwargs.get("databases") if marker else None
+    if databases is None:
+        return ["default"]
+    if databases == "__all__":
+        return list(connections)
+    return list(databases)
+
+
+@pytest.fixture(autouse=True)
+def _safe_live_server_helper(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Give tests that use the bounded server a transactional database, and
+    reset the server after each test, before the database is flushed."""
+    if "safe_live_server" in request.fixturenames:
+        name = "safe_live_server"
+    elif "live_server" in request.fixturenames and _replaces_live_server(
+        request.config
+    ):
+        name = "live_server"
+    else:
+        yield
+        return
+    # Set up first, so the flush it does at teardown comes after our reset.
+    request.getfixturevalue("transactional_db")
+    server: SafeLiveServer = request.getfixturevalue(name)
+    if name == "safe_live_server":
+        server._live_server_modified_settings.enable()
+    try:
+        yield
+        server.reset(_databases(request))
+    finally:
+        if name == "safe_live_server":
+            server._live_server_modified_settings.disable()

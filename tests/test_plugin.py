@@ -1,0 +1,73 @@
+"""The pytest plugin: the safe_live_server fixture and the live_server switch."""
+
+from __future__ import annotations
+
+import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from django_safelive._pytest_server import SafeLiveServer
+from tests import _pg
+from tests._clients import AUTH, concurrently, get
+from tests.test_root_causes import BUDGET, run
+
+
+def test_interface_matches_live_server(safe_live_server: SafeLiveServer) -> None:
+    """.url, str() and + behave like pytest-django's live_server."""
+    assert safe_live_server.url.startswith("http://localhost:")
+    assert str(safe_live_server) == safe_live_server.url
+    assert safe_live_server + "/items/" == f"{safe_live_server.url}/items/"
+    assert get(safe_live_server + "/items/").json() == []
+
+
+def test_server_writes_are_visible(safe_live_server: SafeLiveServer) -> None:
+    """The fixture gives a transactional database the server and test share."""
+    from tests.testapp.models import Item
+
+    with requests.Session() as client:
+        response = client.post(
+            safe_live_server + "/items/", json={"name": "from server"}, headers=AUTH
+        )
+    assert response.status_code == 201
+    assert list(Item.objects.values_list("name", flat=True)) == ["from server"]
+
+
+def test_previous_test_was_flushed(safe_live_server: SafeLiveServer) -> None:
+    """The row the test above wrote through the server is gone: flushed."""
+    from tests.testapp.models import Item
+
+    assert not Item.objects.exists()
+
+
+def test_bounded_under_concurrency(safe_live_server: SafeLiveServer) -> None:
+    """Twelve concurrent clients get answers from at most four worker sessions."""
+    codes = concurrently(safe_live_server + "/slow/?seconds=0.2", 12)
+    assert codes == [200] * 12
+    assert 1 <= len(_pg.worker_sessions()) <= 4
+
+
+def test_reset_between_examples(safe_live_server: SafeLiveServer) -> None:
+    """safe_live_server.reset() inside a Hypothesis test closes worker sessions."""
+    seen: list[int] = []
+
+    @settings(max_examples=10)
+    @given(st.integers(min_value=1, max_value=3))
+    def example(count: int) -> None:
+        safe_live_server.reset()
+        seen.append(len(_pg.worker_sessions()))
+        for _ in range(count):
+            get(safe_live_server + "/items/")
+
+    example()
+    assert set(seen) == {0}
+
+
+def test_switch_bounds_pytest_djangos_live_server() -> None:
+    """--safelive-live-server turns pytest-django's live_server into ours."""
+    stock = run("pytest_live_server", "stock")
+    safe = run("pytest_live_server", "safelive")
+    assert stock.peak > BUDGET, stock.output
+    assert "SafeLiveServer" not in stock.output
+    assert safe.returncode == 0, safe.output
+    assert "server=SafeLiveServer" in safe.output
+    assert safe.peak <= BUDGET
