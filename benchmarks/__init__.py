@@ -1,0 +1,1 @@
+"""Benchmarks for django-safelive: `python -m benchmarks` or `nox -s bench`."""
