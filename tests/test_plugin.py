@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from django_safelive._pytest_server import SafeLiveServer
 from tests import _pg
 from tests._clients import AUTH, concurrently, get
-from tests.test_root_causes import BUDGET, run
+from tests.test_root_causes import assert_stock_over_ours_within
 
 
 def test_interface_matches_live_server(safe_live_server: SafeLiveServer) -> None:
@@ -64,10 +64,6 @@ def test_reset_between_examples(safe_live_server: SafeLiveServer) -> None:
 
 def test_switch_bounds_pytest_djangos_live_server() -> None:
     """--safelive-live-server turns pytest-django's live_server into ours."""
-    stock = run("pytest_live_server", "stock")
-    safe = run("pytest_live_server", "safelive")
-    assert stock.peak > BUDGET, stock.output
-    assert "SafeLiveServer" not in stock.output
-    assert safe.returncode == 0, safe.output
+    stock, safe = assert_stock_over_ours_within("pytest_live_server")
+    assert "server=LiveServer" in stock.output
     assert "server=SafeLiveServer" in safe.output
-    assert safe.peak <= BUDGET

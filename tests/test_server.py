@@ -135,8 +135,16 @@ class CustomThreadTests(LiveServerTestCase):
         self.assertEqual(get(f"{self.live_server_url}/items/").status_code, 200)
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class CompatibilityTests(LiveServerTestCase):
     host = "127.0.0.1"
+    port = free_port()
     available_apps = ["tests.testapp", "django.contrib.staticfiles"]
     serialized_rollback = True
     databases = {"default"}
@@ -147,10 +155,14 @@ class CompatibilityTests(LiveServerTestCase):
         super().setUpClass()
         cls.set_up_class_ran = True
 
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.set_up_class_ran = False
+        super().tearDownClass()
+
     def test_attributes_behave_like_djangos(self) -> None:
         """host, port, live_server_url and setUpClass overrides work as in Django."""
         self.assertTrue(self.set_up_class_ran)
-        self.assertEqual(
-            self.live_server_url, f"http://127.0.0.1:{self.server_thread.port}"
-        )
+        self.assertEqual(self.server_thread.port, self.port)
+        self.assertEqual(self.live_server_url, f"http://127.0.0.1:{self.port}")
         self.assertEqual(get(f"{self.live_server_url}/items/").status_code, 200)
