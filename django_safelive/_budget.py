@@ -78,6 +78,7 @@ class SessionGuard:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._holders: dict[int, Holder] = {}
+        self._finalizers: dict[int, weakref.finalize[Any, Any]] = {}
         # class -> the attributes we replaced, as found in the class's own __dict__
         self._originals: dict[type[BaseDatabaseWrapper], dict[str, Any]] = {}
         self._activations: list[_Activation] = []
@@ -168,17 +169,20 @@ class SessionGuard:
         )
         key = id(wrapper)
         self._holders[key] = holder
-        weakref.finalize(wrapper, self._forget, key, holder)
+        # A wrapper collected while connected (its thread died) closes its
+        # session; forget it then. One finalizer per wrapper, not per session.
+        if key not in self._finalizers:
+            self._finalizers[key] = weakref.finalize(wrapper, self._forget, key)
         count = sum(
             1 for other in self._holders.values() if other.alias == holder.alias
         )
         self.peaks[holder.alias] = max(self.peaks.get(holder.alias, 0), count)
         return holder
 
-    def _forget(self, key: int, holder: Holder) -> None:
+    def _forget(self, key: int) -> None:
         with self._lock:
-            if self._holders.get(key) is holder:
-                del self._holders[key]
+            self._holders.pop(key, None)
+            self._finalizers.pop(key, None)
 
     def acquire(self, wrapper: BaseDatabaseWrapper) -> None:
         """Count a session `wrapper` is about to open, or refuse it."""
