@@ -25,7 +25,13 @@ MATRIX = [
     ("3.13", "6.1", "psycopg"),
 ]
 DRIVERS = {"psycopg2": "psycopg2-binary>=2.9", "psycopg": "psycopg[binary,pool]>=3.1"}
-TEST_DEPS = ["pytest>=8", "pytest-django>=4.8", "requests>=2.31", "coverage[toml]>=7.4"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-django>=4.8",
+    "pytest-xdist>=3.5",
+    "requests>=2.31",
+    "coverage[toml]>=7.4",
+]
 DEFAULT_PYTHON = "3.13"
 
 

@@ -25,8 +25,10 @@ DEFAULT_WORKERS = 4
 DEFAULT_DRAIN_TIMEOUT = 10.0
 
 # setting key -> (class attribute, environment variable)
-_SOURCES: dict[str, tuple[str, str]] = {
+_SOURCES: dict[str, tuple[str | None, str]] = {
     "MAX_CONNECTIONS": ("max_connections", "SAFELIVE_MAX_CONNECTIONS"),
+    # The whole run's budget, split across pytest-xdist workers: no class attribute.
+    "TOTAL_MAX_CONNECTIONS": (None, "SAFELIVE_TOTAL_MAX_CONNECTIONS"),
     "MODE": ("server_mode", "SAFELIVE_MODE"),
     "WORKERS": ("server_workers", "SAFELIVE_WORKERS"),
     "DRAIN_TIMEOUT": ("drain_timeout", "SAFELIVE_DRAIN_TIMEOUT"),
@@ -122,7 +124,7 @@ def _lookup(key: str, owner: object | None) -> tuple[object, str] | None:
     attribute, variable = _SOURCES[key]
     if variable in os.environ:
         return os.environ[variable], "env"
-    if owner is not None and getattr(owner, attribute, None) is not None:
+    if attribute and owner is not None and getattr(owner, attribute, None) is not None:
         return getattr(owner, attribute), "class"
     raw = _raw_settings()
     if key in raw:
@@ -130,18 +132,42 @@ def _lookup(key: str, owner: object | None) -> tuple[object, str] | None:
     return None
 
 
-def resolve(owner: object | None = None) -> Config:
+def xdist_workers() -> int:
+    """How many pytest-xdist worker processes share the database (1 without xdist)."""
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
+    return int(count) if count.isdigit() and int(count) > 0 else 1
+
+
+def total_budget() -> int | None:
+    """SAFELIVE["TOTAL_MAX_CONNECTIONS"] or its environment variable, if set."""
+    found = _lookup("TOTAL_MAX_CONNECTIONS", None)
+    return None if found is None else _positive_int("TOTAL_MAX_CONNECTIONS", *found)
+
+
+def resolve(owner: object | None = None, processes: int | None = None) -> Config:
     """Build the configuration for `owner` (a test case class, or None).
 
     Environment variables win over class attributes, which win over
     ``settings.SAFELIVE``, so CI can tune a suite without touching its code.
+    A total budget is split evenly across `processes` (default: the
+    pytest-xdist workers); the per-process budget is the smaller of that share
+    and MAX_CONNECTIONS, when both are set.
     """
+    processes = processes or xdist_workers()
     found = _lookup("MAX_CONNECTIONS", owner)
-    max_connections = (
-        DEFAULT_MAX_CONNECTIONS
-        if found is None
-        else _positive_int("MAX_CONNECTIONS", *found)
-    )
+    total = total_budget()
+    if total is None:
+        max_connections = (
+            DEFAULT_MAX_CONNECTIONS
+            if found is None
+            else _positive_int("MAX_CONNECTIONS", *found)
+        )
+    else:
+        max_connections = total // processes
+        if found is not None:
+            max_connections = min(
+                max_connections, _positive_int("MAX_CONNECTIONS", *found)
+            )
     found = _lookup("MODE", owner)
     mode = DEFAULT_MODE if found is None else _mode(*found)
     found = _lookup("DRAIN_TIMEOUT", owner)
@@ -159,13 +185,22 @@ def resolve(owner: object | None = None) -> Config:
 
     # The test thread holds one session per alias besides the server's workers.
     needed = workers + 1
+    if total is not None and total // processes < needed:
+        raise ImproperlyConfigured(
+            f"The django-safelive total budget of {total} database session(s) per "
+            f"alias, split across {processes} pytest-xdist worker(s), gives each "
+            f"{total // processes}, but mode {mode!r} with {workers} worker(s) needs "
+            f"{needed} per process (one per server worker plus the test thread). "
+            f"Raise TOTAL_MAX_CONNECTIONS to {needed * processes} or more, run "
+            "fewer xdist workers (-n)" + (", or lower WORKERS." if workers > 1 else ".")
+        )
     if max_connections < needed:
         raise ImproperlyConfigured(
             f"The django-safelive budget of {max_connections} database session(s) "
             f"per alias is too small for mode {mode!r} with {workers} worker(s): "
             f"it needs at least {needed} (one per worker plus the test thread). "
             f"Raise MAX_CONNECTIONS to {needed} or more"
-            + (", or lower WORKERS." if mode == "pool" else ".")
+            + (", or lower WORKERS." if workers > 1 else ".")
         )
     return Config(
         max_connections=max_connections,

@@ -77,6 +77,45 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         live_server_helper.LiveServer = config.stash[_ORIGINAL_LIVE_SERVER]  # type: ignore[misc]
 
 
+def _planned_processes(config: pytest.Config) -> int:
+    """The pytest-xdist workers this run will start, on the controller (else 1)."""
+    numprocesses = getattr(config.option, "numprocesses", None)
+    return numprocesses if isinstance(numprocesses, int) and numprocesses > 0 else 1
+
+
+def _total_budget_plan(config: pytest.Config) -> str | None:
+    """Validate a total budget against the xdist workers; describe the split."""
+    from django.conf import settings
+
+    if hasattr(config, "workerinput") or not settings.configured:
+        return None  # xdist workers: the controller checked and reported already
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_safelive._config import resolve, total_budget
+
+    processes = _planned_processes(config)
+    try:
+        total = total_budget()
+        if total is None:
+            return None
+        share = resolve(processes=processes).max_connections
+    except ImproperlyConfigured as error:
+        raise pytest.UsageError(f"django-safelive: {error}") from None
+    return (
+        f"django-safelive: total budget {total} sessions per alias across "
+        f"{processes} process(es): {share} each"
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Before any test runs, so a budget too small for -n N fails at once.
+    _total_budget_plan(session.config)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    return _total_budget_plan(config)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # pytest-django creates test databases only for the tests it sees need one,
     # and it recognises its own live_server fixture but not ours: mark ours as it

@@ -31,11 +31,12 @@ def connect(host: str = "127.0.0.1", port: int = 5432) -> Any:
     return _connect(host, port)
 
 
-def count_sessions(conn: Any, datname: str) -> int:
-    """The sessions on `datname` right now."""
+def count_sessions(conn: Any, datname: str, prefix: bool = False) -> int:
+    """The sessions on `datname` (or every database it prefixes) right now."""
+    condition = "starts_with(datname, %s)" if prefix else "datname = %s"
     with conn.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [datname]
+            f"SELECT count(*) FROM pg_stat_activity WHERE {condition}", [datname]
         )
         row = cursor.fetchone()
     return int(row[0])
@@ -47,8 +48,15 @@ class Sampler:
     Its own session is on the ``postgres`` database, so it never counts itself.
     """
 
-    def __init__(self, datname: str, host: str = "127.0.0.1", port: int = 5432) -> None:
+    def __init__(
+        self,
+        datname: str,
+        host: str = "127.0.0.1",
+        port: int = 5432,
+        prefix: bool = False,
+    ) -> None:
         self.datname = datname
+        self.prefix = prefix
         self.peak = 0
         self.samples = 0
         self._conn = connect(host, port)
@@ -57,7 +65,9 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, count_sessions(self._conn, self.datname))
+            self.peak = max(
+                self.peak, count_sessions(self._conn, self.datname, self.prefix)
+            )
             self.samples += 1
             time.sleep(0.005)
 

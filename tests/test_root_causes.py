@@ -38,8 +38,20 @@ class Outcome:
         return int(found.group(1))
 
 
-def run(scenario: str, impl: str, host: str = "127.0.0.1", port: int = 5432) -> Outcome:
-    """Run tests/scenarios/<scenario>.py on `impl`, sampling its database's sessions."""
+def run(
+    scenario: str,
+    impl: str,
+    host: str = "127.0.0.1",
+    port: int = 5432,
+    *,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Outcome:
+    """Run tests/scenarios/<scenario>.py on `impl`, sampling its databases' sessions.
+
+    The sampler counts every database whose name starts with the scenario's test
+    database name, so pytest-xdist's per-worker copies (``_gw0``...) count too.
+    """
     datname = f"test_safelive_{scenario}_{impl}_{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
@@ -47,6 +59,7 @@ def run(scenario: str, impl: str, host: str = "127.0.0.1", port: int = 5432) -> 
         "SAFELIVE_TEST_DB_NAME": datname,
         "PGHOST": host,
         "PGPORT": str(port),
+        **(env or {}),
     }
     env.pop("PYTEST_XDIST_WORKER", None)
     if impl == "safelive":
@@ -54,9 +67,9 @@ def run(scenario: str, impl: str, host: str = "127.0.0.1", port: int = 5432) -> 
         env["PYTEST_ADDOPTS"] = "--safelive-live-server"
     command = [
         sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-        f"tests/scenarios/{scenario}.py",
+        f"tests/scenarios/{scenario}.py", *args,
     ]  # fmt: skip
-    with Sampler(datname, host, port) as sampler:
+    with Sampler(datname, host, port, prefix=True) as sampler:
         done = subprocess.run(
             command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
         )
