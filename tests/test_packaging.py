@@ -1,0 +1,65 @@
+"""The supported versions agree across pyproject.toml, noxfile.py and the README."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import django_safelive
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def nox_matrix() -> list[tuple[str, str, str]]:
+    """noxfile.py's MATRIX, read without importing nox."""
+    tree = ast.parse((ROOT / "noxfile.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "MATRIX":
+            matrix: list[tuple[str, str, str]] = ast.literal_eval(node.value)
+            return matrix
+    raise AssertionError("noxfile.py has no MATRIX")
+
+
+MATRIX = nox_matrix()
+
+
+def classifier_versions(framework: str) -> set[str]:
+    """The X.Y versions of `framework` among pyproject.toml's classifiers."""
+    text = (ROOT / "pyproject.toml").read_text()
+    return set(re.findall(rf'"{framework} :: (\d+\.\d+)"', text))
+
+
+def readme_versions(name: str) -> set[str]:
+    """The versions listed on the README's requirements line for `name`."""
+    text = (ROOT / "README.md").read_text()
+    line = re.search(rf"^- {name} ([\d., ]+)", text, re.MULTILINE)
+    assert line, f"README.md lists no {name} versions"
+    return set(re.findall(r"\d+\.\d+", line.group(1)))
+
+
+def test_django_versions_agree() -> None:
+    """Every Django series is a classifier, tested by nox, and in the README."""
+    tested = {django for _, django, _ in MATRIX}
+    assert classifier_versions("Framework :: Django") == tested
+    assert readme_versions("Django") == tested
+
+
+def test_python_versions_agree() -> None:
+    """Every Python version is a classifier, tested by nox, and in the README."""
+    tested = {python for python, _, _ in MATRIX}
+    assert classifier_versions("Programming Language :: Python") == tested
+    assert readme_versions("Python") == tested
+
+
+def test_both_drivers_tested_on_every_django() -> None:
+    """psycopg2 and psycopg 3 are each tested on every Django series."""
+    for django in {django for _, django, _ in MATRIX}:
+        drivers = {driver for _, series, driver in MATRIX if series == django}
+        assert drivers == {"psycopg2", "psycopg"}, django
+
+
+def test_public_names_are_exported() -> None:
+    """Everything in __all__ exists and has a docstring."""
+    for name in django_safelive.__all__:
+        assert getattr(django_safelive, name).__doc__, name
