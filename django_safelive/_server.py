@@ -229,13 +229,19 @@ class BoundedWSGIServer(WSGIServer):
         except Exception:
             self.handle_error(request, client_address)
         finally:
-            self.shutdown_request(request)
-            # CONN_MAX_AGE decides whether this worker's connection persists.
-            close_old_connections()
-            set_current_request(None)
-            with self._state:
-                del self._running[ident]
-                self._state.notify_all()
+            try:
+                self.shutdown_request(request)
+                # CONN_MAX_AGE decides whether this worker's connection persists.
+                close_old_connections()
+            except Exception:
+                # A session ended under us (pg_terminate_backend, a restart) must
+                # neither kill the worker nor leave the request counted as running.
+                self.handle_error(request, client_address)
+            finally:
+                set_current_request(None)
+                with self._state:
+                    del self._running[ident]
+                    self._state.notify_all()
 
     def in_flight(self) -> list[str]:
         """Describe the requests queued or running right now."""
