@@ -7,7 +7,7 @@ import nox
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["tests", "lint", "mypy", "coverage"]
+nox.options.sessions = ["tests", "backends", "lint", "mypy", "coverage"]
 
 # Explicit (Python, Django, driver) triples: every supported pair once, the
 # PostgreSQL driver alternating so both are tested on every Django series.
@@ -57,6 +57,43 @@ def tests(session: nox.Session, django: str, driver: str) -> None:
     session.run(
         "coverage", "run", "-m", "pytest", *session.posargs,
         env={"PYTHONDEVMODE": "1", "COVERAGE_FILE": f".coverage.{session.name}"},
+    )  # fmt: skip
+
+
+# The shared behaviour tests on every other backend (tests/conftest.py picks
+# the modules each runs): (SAFELIVE_TEST_DB, Django, database driver).
+BACKENDS = [
+    ("postgres-pool", "6.1", DRIVERS["psycopg"]),
+    ("mariadb", "6.1", "mysqlclient>=2.2"),
+    ("sqlite", "6.1", None),
+    ("sqlite-memory", "6.1", None),
+]
+
+
+@nox.session(python=DEFAULT_PYTHON)
+@nox.parametrize(
+    ("backend", "django", "driver"), BACKENDS, ids=[b for b, _, _ in BACKENDS]
+)
+def backends(
+    session: nox.Session, backend: str, django: str, driver: str | None
+) -> None:
+    """The shared behaviour tests on the psycopg pool, MariaDB and SQLite."""
+    session.install(
+        f"django~={django}.0",
+        *([driver] if driver else []),
+        # The sampler and the watch command read PostgreSQL with psycopg.
+        DRIVERS["psycopg"],
+        "-e",
+        ".[hypothesis,schemathesis]",
+        *TEST_DEPS,
+    )
+    session.run(
+        "coverage", "run", "-m", "pytest", *session.posargs,
+        env={
+            "PYTHONDEVMODE": "1",
+            "COVERAGE_FILE": f".coverage.{session.name}",
+            "SAFELIVE_TEST_DB": backend,
+        },
     )  # fmt: skip
 
 

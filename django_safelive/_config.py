@@ -208,3 +208,36 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
         workers=workers,
         drain_timeout=drain_timeout,
     )
+
+
+def pool_max_size(alias: str) -> int | None:
+    """The ``max_size`` of Django 5.1+'s psycopg pool for `alias`, if it pools."""
+    from django.db import connections
+
+    pool = connections.settings[alias].get("OPTIONS", {}).get("pool")
+    if not pool:
+        return None
+    options = pool if isinstance(pool, Mapping) else {}
+    # psycopg_pool's defaults: min_size 4, and max_size None meaning min_size.
+    min_size = options.get("min_size", 4)
+    max_size = options.get("max_size")
+    return int(max_size if max_size is not None else min_size)
+
+
+def check_databases(config: Config, aliases: list[str]) -> None:
+    """Refuse database settings that cannot work within `config`, at start-up.
+
+    A psycopg pool smaller than the workers plus the test thread would make
+    workers wait on the pool instead of the budget refusing them. (One larger
+    than the budget is shrunk while the server runs: see ``fit_pools``.)
+    """
+    needed = config.workers + 1
+    for alias in aliases:
+        max_size = pool_max_size(alias)
+        if max_size is not None and max_size < needed:
+            raise ImproperlyConfigured(
+                f"DATABASES[{alias!r}]['OPTIONS']['pool'] allows up to {max_size} "
+                f"sessions (max_size), fewer than the {needed} the live server "
+                f"needs ({config.workers} worker(s) plus the test thread). Set "
+                f"max_size to at least {needed}, or lower WORKERS."
+            )

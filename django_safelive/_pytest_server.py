@@ -5,11 +5,12 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any, Protocol
 
+from django.db import connections
 from pytest_django.live_server_helper import LiveServer
 
 from django_safelive import _lifecycle
 from django_safelive._budget import guard
-from django_safelive._config import resolve
+from django_safelive._config import check_databases, resolve
 from django_safelive._server import SafeLiveServerThread
 
 
@@ -29,6 +30,7 @@ class SafeLiveServer(LiveServer):
         self, addr: str, *, start: bool = True, db_blocker: DbBlocker | None = None
     ) -> None:
         config = resolve()
+        check_databases(config, list(connections))
         # Stopping checks pg_stat_activity, outside any test's database access.
         self._db_access = db_blocker.unblock if db_blocker else nullcontext
         super().__init__(addr, start=False)
@@ -51,6 +53,7 @@ class SafeLiveServer(LiveServer):
             guard.activate(self.thread.config.max_connections, self.thread.tag)
         )
         try:
+            _lifecycle.fit_pools(list(connections), self.thread.config.max_connections)
             super().start()
         except BaseException:
             self._activation.close()
@@ -58,8 +61,6 @@ class SafeLiveServer(LiveServer):
 
     def stop(self) -> None:
         """Stop the server, leave no session behind, stop enforcing the budget."""
-        from django.db import connections
-
         try:
             super().stop()
             with self._db_access():

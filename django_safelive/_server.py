@@ -152,6 +152,12 @@ class BoundedWSGIServer(WSGIServer):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.connections_override = connections_override or {}
+        # An in-memory SQLite connection is shared by the test thread and every
+        # worker, as in Django; one sqlite3 connection cannot serve two threads
+        # at once, so requests on it are served one at a time.
+        self._shared: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.connections_override else contextlib.nullcontext()
+        )
         self._work: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._state = threading.Condition()
         self._queued = 0
@@ -225,7 +231,8 @@ class BoundedWSGIServer(WSGIServer):
                 started=time.monotonic(),
             )
         try:
-            self.finish_request(request, client_address)
+            with self._shared:
+                self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
         finally:

@@ -13,7 +13,7 @@ from django.test.testcases import LiveServerThread
 from django_safelive import _lifecycle
 from django_safelive._budget import guard, new_tag
 from django_safelive._compat import enter_class_context
-from django_safelive._config import Config, resolve
+from django_safelive._config import Config, check_databases, resolve
 from django_safelive._server import SafeLiveServerThread
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ class SafeLiveServerMixin(_Base):
     def setUpClass(cls) -> None:
         # Validate before anything starts, so bad settings fail fast and clearly.
         cls.safelive_config = resolve(cls)
+        check_databases(cls.safelive_config, cls._safelive_aliases())
         super().setUpClass()
 
     @classmethod
@@ -57,6 +58,9 @@ class SafeLiveServerMixin(_Base):
         # Entered before the thread starts, and left after it terminates.
         enter_class_context(
             cls, guard.activate(cls.safelive_config.max_connections, cls.safelive_tag)
+        )
+        _lifecycle.fit_pools(
+            cls._safelive_aliases(), cls.safelive_config.max_connections
         )
         return thread
 

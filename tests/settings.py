@@ -1,15 +1,18 @@
 """Settings for django-safelive's own tests; the database comes from the environment.
 
 SAFELIVE_TEST_DB picks the backend: ``postgres`` (the default; Django uses
-psycopg 3 when it is installed, psycopg2 otherwise). PGHOST, PGPORT and PGUSER
-locate the server (default 127.0.0.1:5432, postgres). SAFELIVE_TEST_CONN_MAX_AGE
-sets CONN_MAX_AGE (default 600, the setting under which Django's live server
-leaks the most sessions).
+psycopg 3 when it is installed, psycopg2 otherwise), ``postgres-pool`` (Django
+5.1+'s psycopg 3 pool), ``mariadb`` (mysqlclient; MYSQL_HOST/PORT/USER/PASSWORD,
+default root@127.0.0.1:3306), ``sqlite`` (a file) or ``sqlite-memory``.
+PGHOST, PGPORT and PGUSER locate the server (default 127.0.0.1:5432,
+postgres). SAFELIVE_TEST_CONN_MAX_AGE sets CONN_MAX_AGE (default 600, the
+setting under which Django's live server leaks the most sessions).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 
 SECRET_KEY = "django-safelive-tests"
 DEBUG = False
@@ -27,24 +30,55 @@ STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 _backend = os.environ.get("SAFELIVE_TEST_DB", "postgres")
-if _backend != "postgres":
-    raise RuntimeError(
-        f"SAFELIVE_TEST_DB={_backend!r} is not supported; use 'postgres'."
-    )
-
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": "postgres",
-        "USER": os.environ.get("PGUSER", "postgres"),
-        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
-        "PORT": os.environ.get("PGPORT", "5432"),
-        "CONN_MAX_AGE": int(os.environ.get("SAFELIVE_TEST_CONN_MAX_AGE", "600")),
-        "TEST": {
-            "NAME": os.environ.get("SAFELIVE_TEST_DB_NAME", "test_safelive"),
-        },
-    }
+_test_name = os.environ.get("SAFELIVE_TEST_DB_NAME", "test_safelive")
+_conn_max_age = int(os.environ.get("SAFELIVE_TEST_CONN_MAX_AGE", "600"))
+_postgres = {
+    "ENGINE": "django.db.backends.postgresql",
+    "NAME": "postgres",
+    "USER": os.environ.get("PGUSER", "postgres"),
+    "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+    "PORT": os.environ.get("PGPORT", "5432"),
+    "CONN_MAX_AGE": _conn_max_age,
+    "TEST": {"NAME": _test_name},
 }
+_BACKENDS: dict[str, dict[str, object]] = {
+    "postgres": _postgres,
+    # Django 5.1+'s psycopg 3 pool; pooling refuses persistent connections.
+    "postgres-pool": {
+        **_postgres,
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": {"pool": {"min_size": 1, "max_size": 6}},
+    },
+    "mariadb": {
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": "test",
+        "USER": os.environ.get("MYSQL_USER", "root"),
+        "PASSWORD": os.environ.get("MYSQL_PASSWORD", ""),
+        "HOST": os.environ.get("MYSQL_HOST", "127.0.0.1"),
+        "PORT": os.environ.get("MYSQL_PORT", "3306"),
+        "CONN_MAX_AGE": _conn_max_age,
+        "TEST": {"NAME": _test_name},
+    },
+    # A file database: every worker opens its own connection.
+    "sqlite": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.path.join(tempfile.gettempdir(), f"{_test_name}.base.sqlite3"),
+        "CONN_MAX_AGE": _conn_max_age,
+        "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"{_test_name}.sqlite3")},
+    },
+    # In memory: the live server shares the test thread's connection.
+    "sqlite-memory": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": ":memory:",
+        "CONN_MAX_AGE": _conn_max_age,
+    },
+}
+if _backend not in _BACKENDS:
+    raise RuntimeError(
+        f"SAFELIVE_TEST_DB={_backend!r} is not supported; use one of "
+        f"{', '.join(map(repr, _BACKENDS))}."
+    )
+DATABASES = {"default": _BACKENDS[_backend]}
 
 LOGGING = {
     "version": 1,

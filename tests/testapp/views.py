@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from django.db import connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -194,6 +195,15 @@ def session(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"pid": pid, "application_name": name})
 
 
+def _close_thread_connections() -> None:
+    """Close this thread's connections, in-memory SQLite ones too (whose close()
+    Django ignores, as it would destroy the database: it lives on in the others)."""
+    for conn in connections.all(initialized_only=True):
+        if conn.vendor == "sqlite" and conn.connection is not None:
+            BaseDatabaseWrapper.close(conn)
+    connections.close_all()
+
+
 def spawn(request: HttpRequest) -> HttpResponse:
     """Start ?threads=N threads that each query the database, like a careless view."""
     Item.objects.exists()  # the request's own session
@@ -208,7 +218,7 @@ def spawn(request: HttpRequest) -> HttpResponse:
             errors.append(f"{type(error).__name__}: {error}")
             hold.abort()
         finally:
-            connections.close_all()
+            _close_thread_connections()
 
     threads = [threading.Thread(target=work) for _ in range(hold.parties)]
     for thread in threads:

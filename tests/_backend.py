@@ -1,0 +1,78 @@
+"""Count sessions on whichever database the tests run against (SAFELIVE_TEST_DB).
+
+PostgreSQL and MariaDB report their sessions themselves (``pg_stat_activity``,
+the processlist). SQLite has no server to ask, and a psycopg pool keeps idle
+sessions open by design: there the sessions *checked out* come from
+django-safelive's own accounting.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from django.db import connection
+
+from django_safelive._budget import SERVER_WORKER, guard
+from django_safelive._config import pool_max_size
+
+BACKEND = os.environ.get("SAFELIVE_TEST_DB", "postgres")
+
+_OTHER_SESSIONS = {
+    "postgresql": """
+        SELECT count(*) FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+    """,
+    "mysql": """
+        SELECT COUNT(*) FROM information_schema.PROCESSLIST
+        WHERE DB = DATABASE() AND ID <> CONNECTION_ID()
+    """,
+}
+
+
+def reported_by_server() -> bool:
+    """Whether the database server itself can count the test database's sessions."""
+    return connection.vendor in _OTHER_SESSIONS
+
+
+def pooled() -> bool:
+    """Whether the default alias uses Django's psycopg pool."""
+    return pool_max_size("default") is not None
+
+
+def shared_connection() -> bool:
+    """Whether the live server shares the test thread's connection (in-memory SQLite),
+    and so serves one request at a time."""
+    return connection.vendor == "sqlite" and bool(
+        connection.is_in_memory_db()  # type: ignore[attr-defined]
+    )
+
+
+def total_sessions() -> int:
+    """Every session on the test database, the test thread's own included."""
+    if reported_by_server():
+        with connection.cursor() as cursor:
+            cursor.execute(_OTHER_SESSIONS[connection.vendor])
+            (others,) = cursor.fetchone()
+        return int(others) + 1
+    return guard.count("default")
+
+
+def server_sessions() -> int:
+    """Sessions the live server's workers hold right now."""
+    if reported_by_server() and not pooled():
+        return total_sessions() - 1
+    return sum(1 for h in guard.holders("default") if h.role == SERVER_WORKER)
+
+
+def settled_server_sessions(grace: float = 2.0) -> int:
+    """Server sessions once closed ones are gone from the database's own list.
+
+    MariaDB ends a closed connection's thread asynchronously: a session closed
+    a moment ago may linger in the processlist for a few milliseconds. On
+    PostgreSQL django-safelive itself waits for them, so no grace is given.
+    """
+    deadline = time.monotonic() + (grace if connection.vendor == "mysql" else 0)
+    while (count := server_sessions()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return count

@@ -1,0 +1,147 @@
+"""The shared behaviour tests, run on every backend (SAFELIVE_TEST_DB).
+
+PostgreSQL with psycopg2 and psycopg 3 in the main matrix; the psycopg 3 pool,
+MariaDB and SQLite (file and in-memory) in ``nox -s backends``. Session counts
+come from the database server where there is one (tests/_backend.py).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from django_safelive import LiveServerTestCase, SessionBudgetExceeded
+from django_safelive.hypothesis import (
+    LiveServerTestCase as HypothesisLiveServerTestCase,
+)
+from tests import _backend
+from tests._clients import AUTH, concurrently, get
+from tests.testapp.models import Item
+from tests.testapp.views import Concurrency
+
+WORKERS = 3
+
+
+def peak_while(action: threading.Thread) -> int:
+    """Run `action` and count the test database's sessions until it ends."""
+    seen = [_backend.total_sessions()]
+    action.start()
+    while action.is_alive():
+        seen.append(_backend.total_sessions())
+    action.join()
+    return max(seen)
+
+
+class SharedServerTests(LiveServerTestCase):
+    server_mode = "pool"
+    server_workers = WORKERS
+    max_connections = WORKERS + 2
+
+    def setUp(self) -> None:
+        Concurrency.peak = 0
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # Registered first, so it runs last: after the server has stopped.
+        cls.addClassCleanup(cls.assert_no_server_session_left)
+        super().setUpClass()
+
+    @classmethod
+    def assert_no_server_session_left(cls) -> None:
+        """The test thread's session is the only one left on the database."""
+        if _backend.reported_by_server() and not _backend.pooled():
+            left = _backend.total_sessions() - 1
+            assert left == 0, f"{left} server session(s) outlived the server"
+
+    def test_concurrent_clients_queue_within_the_pool(self) -> None:
+        """Twelve concurrent clients: all answered, three at a time, bounded."""
+        codes: list[int] = []
+        clients = threading.Thread(
+            target=lambda: codes.extend(
+                concurrently(f"{self.live_server_url}/concurrent/?seconds=0.2", 12)
+            )
+        )
+        peak = peak_while(clients)
+        self.assertEqual(codes, [200] * 12)
+        self.assertEqual(
+            Concurrency.peak, 1 if _backend.shared_connection() else WORKERS
+        )
+        self.assertGreaterEqual(peak, 1)
+        self.assertLessEqual(peak, WORKERS + 1)
+
+    def test_idle_keep_alive_clients_hold_nothing_after_reset(self) -> None:
+        """Twenty clients left open cost at most the workers, nothing after reset."""
+        clients = [requests.Session() for _ in range(20)]
+        try:
+            for client in clients:
+                response = client.get(f"{self.live_server_url}/items/", headers=AUTH)
+                self.assertEqual(response.status_code, 200)
+            self.assertLessEqual(_backend.server_sessions(), WORKERS)
+            self.reset_live_server()
+            self.assertEqual(_backend.settled_server_sessions(), 0)
+        finally:
+            for client in clients:
+                client.close()
+
+    def test_writes_through_the_server_are_visible(self) -> None:
+        """A POST through the server commits, and the test thread reads it."""
+        with requests.Session() as client:
+            response = client.post(
+                f"{self.live_server_url}/items/",
+                json={"name": "widget", "price": 3},
+                headers=AUTH,
+            )
+        self.assertEqual(response.status_code, 201, response.content)
+        self.assertEqual(list(Item.objects.values_list("name", flat=True)), ["widget"])
+
+
+class SharedBudgetTests(LiveServerTestCase):
+    server_mode = "single"
+    max_connections = 3
+
+    def test_budget_refuses_threads_a_view_starts(self) -> None:
+        """Three extra threads from a view overrun a budget of three: refused, named."""
+        response = get(f"{self.live_server_url}/spawn/?threads=3")
+        self.assertEqual(response.status_code, 500)
+        self.assertIn("SessionBudgetExceeded", response.json()["errors"][0])
+        with self.assertRaises(SessionBudgetExceeded) as caught:
+            self.reset_live_server()
+        message = str(caught.exception)
+        self.assertIn("alias 'default'", message)
+        self.assertIn("other thread", message)
+        self.assertIn("budget of 3", message)
+        self.assertLessEqual(_backend.total_sessions(), 3)
+
+
+class SharedHypothesisTests(HypothesisLiveServerTestCase):
+    server_workers = WORKERS
+    examples = 0
+    clients: list[requests.Session] = []
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        for client in cls.clients:
+            client.close()
+        super().tearDownClass()
+        assert cls.examples >= 10, cls.examples
+
+    @settings(max_examples=25, deadline=None, database=None)
+    @given(prices=st.lists(st.integers(min_value=0, max_value=1000), max_size=4))
+    def test_sessions_stay_flat_across_examples(self, prices: list[int]) -> None:
+        """Every example starts with no server session and an empty table."""
+        type(self).examples += 1
+        self.assertEqual(_backend.settled_server_sessions(), 0)
+        self.assertEqual(Item.objects.count(), 0)
+        for price in prices:
+            client = requests.Session()  # never closed before the class ends
+            self.clients.append(client)
+            response = client.post(
+                f"{self.live_server_url}/items/",
+                json={"name": "item", "price": price},
+                headers=AUTH,
+            )
+            self.assertEqual(response.status_code, 201, response.content)
+        self.assertLessEqual(_backend.total_sessions(), WORKERS + 1)
