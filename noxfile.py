@@ -26,6 +26,7 @@ MATRIX = [
 ]
 DRIVERS = {"psycopg2": "psycopg2-binary>=2.9", "psycopg": "psycopg[binary,pool]>=3.1"}
 TEST_DEPS = [
+    "matplotlib>=3.7",
     "pytest>=8",
     "pytest-django>=4.8",
     "pytest-xdist>=3.5",
