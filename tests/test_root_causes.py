@@ -156,3 +156,13 @@ def test_schemathesis_suite_under_a_small_server(small_cluster: Cluster) -> None
     assert safe.returncode == 0, safe.output
     assert safe.value("calls") == 90
     assert safe.peak <= BUDGET
+
+
+def test_schemathesis_helper_under_a_small_server(small_cluster: Cluster) -> None:
+    """The same test written with the helper passes, in unittest and pytest form."""
+    safe = run(
+        "schemathesis_helper", "safelive", small_cluster.host, small_cluster.port
+    )
+    assert safe.returncode == 0, safe.output
+    assert "4 passed" in safe.output, safe.output
+    assert safe.peak <= BUDGET
