@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -36,6 +38,11 @@ TEST_DEPS = [
 DEFAULT_PYTHON = "3.13"
 
 
+def _database_name(session: nox.Session) -> str:
+    """A test database of the session's own, so concurrent runs never collide."""
+    return "test_safelive_" + re.sub(r"\W+", "_", session.name).strip("_")[:40]
+
+
 def _install(session: nox.Session, django: str, driver: str) -> None:
     session.install(
         f"django~={django}.0",
@@ -57,7 +64,11 @@ def tests(session: nox.Session, django: str, driver: str) -> None:
     _install(session, django, driver)
     session.run(
         "coverage", "run", "-m", "pytest", *session.posargs,
-        env={"PYTHONDEVMODE": "1", "COVERAGE_FILE": f".coverage.{session.name}"},
+        env={
+            "PYTHONDEVMODE": "1",
+            "COVERAGE_FILE": f".coverage.{session.name}",
+            "SAFELIVE_TEST_DB_NAME": _database_name(session),
+        },
     )  # fmt: skip
 
 
@@ -94,6 +105,7 @@ def backends(
             "PYTHONDEVMODE": "1",
             "COVERAGE_FILE": f".coverage.{session.name}",
             "SAFELIVE_TEST_DB": backend,
+            "SAFELIVE_TEST_DB_NAME": _database_name(session),
         },
     )  # fmt: skip
 
@@ -131,10 +143,10 @@ def mypy(session: nox.Session) -> None:
 
 
 @nox.session(python=DEFAULT_PYTHON)
-def example(session: nox.Session) -> None:
-    """The main job: a Schemathesis suite on Django's live server and on ours."""
-    _install(session, "6.1", "psycopg")
-    session.run("python", "-m", "tests.example", *session.posargs)
+def demo(session: nox.Session) -> None:
+    """The main job: `python -m django_safelive demo` in a fresh environment."""
+    session.install("-e", ".[all]")
+    session.run("python", "-m", "django_safelive", "demo", *session.posargs)
 
 
 @nox.session(python=DEFAULT_PYTHON)

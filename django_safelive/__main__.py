@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "django_safelive._watch",
         "run a command and report the peak of PostgreSQL sessions while it ran",
     ),
+    "demo": (
+        "django_safelive._demo",
+        "run one Schemathesis suite on Django's live server and on ours, side by side",
+    ),
     "doctor": (
         "django_safelive._doctor",
         "check the database and django-safelive settings your tests will use",

@@ -1,0 +1,44 @@
+"""Run the demo suite in this process and print what it did as one JSON line.
+
+``python -m django_safelive._demo.run``, with DJANGO_SETTINGS_MODULE set to
+``django_safelive._demo.settings`` (the demo command starts it so).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def main() -> int:
+    import django
+
+    django.setup()
+    from django.test.runner import DiscoverRunner
+
+    from django_safelive._budget import guard, new_tag
+    from django_safelive._demo.suite import Stats
+
+    # Counts sessions in-process for both servers (a budget nothing reaches):
+    # the only count there is on SQLite.
+    with guard.activate(1 << 30, new_tag()):
+        started = time.monotonic()
+        failures = DiscoverRunner(verbosity=1, interactive=False).run_tests(
+            ["django_safelive._demo.suite"]
+        )
+        wall = time.monotonic() - started
+        peak = guard.peaks.get("default", 0)
+    report = {
+        "failures": failures,
+        "calls": Stats.calls,
+        "server_errors": Stats.server_errors,
+        "wall": wall,
+        "in_process_peak": peak,
+    }
+    print("SAFELIVE-DEMO " + json.dumps(report), flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
