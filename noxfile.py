@@ -9,7 +9,7 @@ import nox
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["tests", "backends", "lint", "mypy", "coverage"]
+nox.options.sessions = ["tests", "backends", "lint", "mypy", "docs", "coverage"]
 
 # Explicit (Python, Django, driver) triples: every supported pair once, the
 # PostgreSQL driver alternating so both are tested on every Django series.
@@ -140,6 +140,15 @@ def mypy(session: nox.Session) -> None:
         *TEST_DEPS,
     )
     session.run("mypy")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site; any Sphinx warning is an error."""
+    session.install("sphinx>=7", "furo", "myst-parser>=2", "-e", ".[all]")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
 
 
 @nox.session(python=DEFAULT_PYTHON)
