@@ -62,12 +62,15 @@ def _install(session: nox.Session, django: str, driver: str) -> None:
 def tests(session: nox.Session, django: str, driver: str) -> None:
     """Run the test suite against real PostgreSQL."""
     _install(session, django, driver)
+    newest = (session.python, django, driver) == MATRIX[-1]
     session.run(
         "coverage", "run", "-m", "pytest", *session.posargs,
         env={
             "PYTHONDEVMODE": "1",
             "COVERAGE_FILE": f".coverage.{session.name}",
             "SAFELIVE_TEST_DB_NAME": _database_name(session),
+            # The command-line tools' tests run once, on the newest pair.
+            "SAFELIVE_TEST_TOOLING": "1" if newest else "0",
         },
     )  # fmt: skip
 
@@ -152,6 +155,21 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session(python=DEFAULT_PYTHON)
+def stress(session: nox.Session) -> None:
+    """Faults and load at full counts: 32 clients x 1,000 requests, 200 cycles."""
+    _install(session, "6.1", "psycopg")
+    session.run(
+        "pytest", "tests/test_faults.py", "tests/test_load.py",
+        "tests/test_security.py", "tests/test_config.py", *session.posargs,
+        env={
+            "PYTHONDEVMODE": "1",
+            "SAFELIVE_STRESS": "1",
+            "SAFELIVE_TEST_DB_NAME": _database_name(session),
+        },
+    )  # fmt: skip
+
+
+@nox.session(python=DEFAULT_PYTHON)
 def demo(session: nox.Session) -> None:
     """The main job: `python -m django_safelive demo` in a fresh environment."""
     session.install("-e", ".[all]")
@@ -160,7 +178,8 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=DEFAULT_PYTHON)
 def bench(session: nox.Session) -> None:
-    """Requests/s and peak sessions: stock Django vs single vs pool."""
+    """Stock Django vs django-safelive single/pool-2/4/8 vs Schemathesis from_wsgi:
+    requests/s, sessions, Schemathesis time, drain; --json, --plot."""
     _install(session, "6.1", "psycopg")
     session.install("waitress", "cheroot")
     session.run(

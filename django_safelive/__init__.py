@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from django_safelive._budget import Holder
+from django_safelive._assertions import max_sessions
+from django_safelive._budget import Holder, SessionWindow
 from django_safelive._config import Config
 from django_safelive._exceptions import (
     RequestStuck,
     SafeLiveError,
+    SelfCallInSingleMode,
     SessionBudgetExceeded,
     SessionsLeftBehind,
 )
@@ -26,7 +28,10 @@ __all__ = [
     "SafeLiveError",
     "SafeLiveServerMixin",
     "SafeLiveServerThread",
+    "SelfCallInSingleMode",
     "SessionBudgetExceeded",
+    "SessionWindow",
     "SessionsLeftBehind",
     "StaticLiveServerTestCase",
+    "max_sessions",
 ]

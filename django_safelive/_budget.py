@@ -5,23 +5,32 @@ Django has no hook that runs *before* a database session is opened (the
 active the ``get_new_connection`` and ``_close`` methods of each configured
 backend's ``DatabaseWrapper`` class are wrapped. A session that would exceed the
 budget is refused before the database ever sees it.
+
+Each session is recorded as a ``Holder`` (alias, thread, role, the request being
+served, the test, when it opened and closed, and with tracing on the stack that
+opened it); the last closed ones are kept for reports.
 """
 
 from __future__ import annotations
 
 import os
+import textwrap
 import threading
 import time
+import traceback
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import django
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_safelive._exceptions import SessionBudgetExceeded
+from django_safelive._summary import TestSessions
 
 TEST_THREAD = "test thread"
 SERVER_WORKER = "server worker"
@@ -29,6 +38,15 @@ OTHER_THREAD = "other thread"
 
 # PostgreSQL keeps at most NAMEDATALEN - 1 bytes of application_name.
 _APPLICATION_NAME_MAX = 63
+# Closed sessions kept for reports: enough to explain one test, bounded for a run.
+HISTORY = 100
+# Frames of an opening stack kept: the code that asked for the session and its callers.
+TRACE_DEPTH = 8
+# Frames inside these are how a session opens, not why: trimmed from the stack.
+_MACHINERY = (
+    os.path.dirname(django.__file__) + os.sep,
+    os.path.dirname(__file__) + os.sep,
+)
 
 
 @dataclass
@@ -41,12 +59,27 @@ class Holder:
     role: str
     request: str | None
     opened_at: float = field(default_factory=time.monotonic)
+    test: str | None = None
+    stack: str | None = None
+    """Where the session was opened, innermost last; only with TRACE on."""
+    closed_at: float | None = None
 
     def describe(self, now: float | None = None) -> str:
-        """A one-line, human-readable description of this holder."""
-        age = (time.monotonic() if now is None else now) - self.opened_at
+        """A human-readable description of this holder, as of `now`: one line,
+        followed by the opening stack when tracing recorded it."""
+        now = time.monotonic() if now is None else now
         serving = f", opened while serving {self.request}" if self.request else ""
-        return f"{self.role} {self.thread_name!r}{serving}, open for {age:.1f}s"
+        if self.closed_at is None or self.closed_at > now:
+            timing = f"open for {now - self.opened_at:.1f}s"
+        else:
+            timing = (
+                f"opened {now - self.opened_at:.1f}s ago, closed after "
+                f"{self.closed_at - self.opened_at:.1f}s"
+            )
+        line = f"{self.role} {self.thread_name!r}{serving}, {timing}"
+        if self.stack:
+            line += "\n    opened at:\n" + textwrap.indent(self.stack, "    ")
+        return line.rstrip("\n")
 
 
 class _ThreadInfo(threading.local):
@@ -72,6 +105,46 @@ def current_request() -> str | None:
     return _thread.request
 
 
+def opening_stack() -> str:
+    """The calling code's stack, without the Django and django-safelive frames
+    that merely open the session."""
+    frames = traceback.extract_stack()
+    end = len(frames)
+    while end > 0 and frames[end - 1].filename.startswith(_MACHINERY):
+        end -= 1
+    if end == 0:  # opened by Django itself (a flush, say): show its frames
+        end = len(frames)
+    return "".join(traceback.format_list(frames[max(0, end - TRACE_DEPTH) : end]))
+
+
+def short_test_id(test_id: str) -> str:
+    """``ShopTests.test_items`` for a unittest id, the node id without its file
+    for pytest: what fits in application_name and still says which test."""
+    if "::" in test_id:
+        return test_id.split("::", 1)[1]
+    return ".".join(test_id.rsplit(".", 2)[-2:])
+
+
+class SessionWindow:
+    """The sessions open at once on one alias while a block of code runs."""
+
+    def __init__(self, alias: str, holders: list[Holder]) -> None:
+        self.alias = alias
+        self.peak = len(holders)
+        self.peak_at = time.monotonic()
+        self.at_peak = holders
+        """The sessions open when the most were, oldest first."""
+        self.opened: deque[Holder] = deque(maxlen=HISTORY)
+        """Sessions opened during the block (the last HISTORY), open or closed."""
+
+    def _saw(self, holder: Holder, holders: list[Holder]) -> None:
+        self.opened.append(holder)
+        if len(holders) > self.peak:
+            self.peak = len(holders)
+            self.peak_at = time.monotonic()
+            self.at_peak = holders
+
+
 class SessionGuard:
     """Process-wide accounting of database sessions, with a per-alias budget."""
 
@@ -83,7 +156,13 @@ class SessionGuard:
         self._originals: dict[type[BaseDatabaseWrapper], dict[str, Any]] = {}
         self._activations: list[_Activation] = []
         self.violations: list[SessionBudgetExceeded] = []
+        self.history: deque[Holder] = deque(maxlen=HISTORY)
+        """The last HISTORY sessions closed, oldest first."""
         self.peaks: dict[str, int] = {}
+        """The most sessions open at once per alias, since the test began."""
+        self.test: str | None = None
+        self._overruns: list[str] = []
+        self._windows: list[SessionWindow] = []
 
     # -- activation -------------------------------------------------------
     @property
@@ -92,9 +171,12 @@ class SessionGuard:
         return self._activations[-1] if self._activations else None
 
     @contextmanager
-    def activate(self, budget: int, tag: str) -> Iterator[_Activation]:
-        """Enforce `budget` sessions per alias until the block exits."""
-        activation = _Activation(budget, tag, threading.get_ident())
+    def activate(
+        self, budget: int, tag: str, *, trace: bool = False
+    ) -> Iterator[_Activation]:
+        """Enforce `budget` sessions per alias until the block exits; with
+        `trace`, record the stack that opens each session."""
+        activation = _Activation(budget, tag, threading.get_ident(), trace)
         with self._lock:
             if not self._activations:
                 self._install()
@@ -110,6 +192,8 @@ class SessionGuard:
                     self._uninstall()
                     self._holders.clear()
                     self.violations.clear()
+                    self.history.clear()
+                    self.test = None
 
     def _install(self) -> None:
         for alias in connections:
@@ -135,7 +219,8 @@ class SessionGuard:
         """Count the sessions the test thread opened before we were watching."""
         for wrapper in connections.all(initialized_only=True):
             if wrapper.connection is not None and id(wrapper) not in self._holders:
-                self._add(wrapper, TEST_THREAD)
+                # Opened before we watched: its stack is not known.
+                self._add(wrapper, TEST_THREAD, trace=False)
 
     # -- accounting ---------------------------------------------------------
     def role_of_current_thread(self) -> str:
@@ -158,14 +243,64 @@ class SessionGuard:
         """How many sessions are open on `alias`."""
         return len(self.holders(alias))
 
-    def _add(self, wrapper: BaseDatabaseWrapper, role: str) -> Holder:
+    # -- per test -------------------------------------------------------------
+    def begin_test(self, test: str) -> None:
+        """Name the running test, and count its peak from the sessions open now."""
+        with self._lock:
+            self.test = test
+            self._restart_count()
+
+    def take_test_sessions(self) -> TestSessions:
+        """What the test used since it began (or since the last call: one
+        Hypothesis example), then count afresh."""
+        with self._lock:
+            active = self.active
+            entry = TestSessions(
+                test=self.test or "(unknown test)",
+                budget=active.budget if active else 0,
+                peaks=dict(self.peaks),
+                overruns=list(self._overruns),
+            )
+            self._restart_count()
+        return entry
+
+    def end_test(self) -> None:
+        """No test runs any more; sessions opened now belong to none."""
+        with self._lock:
+            self.test = None
+
+    def _restart_count(self) -> None:
+        self._overruns = []
+        self.peaks = {}
+        for holder in self._holders.values():
+            self.peaks[holder.alias] = self.peaks.get(holder.alias, 0) + 1
+
+    @contextmanager
+    def window(self, alias: str) -> Iterator[SessionWindow]:
+        """Watch the sessions open at once on `alias` until the block exits."""
+        with self._lock:
+            window = SessionWindow(alias, self.holders(alias))
+            self._windows.append(window)
+        try:
+            yield window
+        finally:
+            with self._lock:
+                self._windows.remove(window)
+
+    def _add(
+        self, wrapper: BaseDatabaseWrapper, role: str, *, trace: bool = True
+    ) -> Holder:
         thread = threading.current_thread()
+        active = self.active
+        trace = trace and active is not None and active.trace
         holder = Holder(
             alias=wrapper.alias,
             thread_name=thread.name,
             thread_ident=thread.ident or 0,
             role=role,
             request=_thread.request,
+            test=self.test,
+            stack=opening_stack() if trace else None,
         )
         key = id(wrapper)
         self._holders[key] = holder
@@ -177,11 +312,20 @@ class SessionGuard:
             1 for other in self._holders.values() if other.alias == holder.alias
         )
         self.peaks[holder.alias] = max(self.peaks.get(holder.alias, 0), count)
+        for window in self._windows:
+            if window.alias == holder.alias:
+                window._saw(holder, self.holders(holder.alias))
         return holder
+
+    def _closed(self, key: int) -> None:
+        holder = self._holders.pop(key, None)
+        if holder is not None:
+            holder.closed_at = time.monotonic()
+            self.history.append(holder)
 
     def _forget(self, key: int) -> None:
         with self._lock:
-            self._holders.pop(key, None)
+            self._closed(key)
             self._finalizers.pop(key, None)
 
     def acquire(self, wrapper: BaseDatabaseWrapper) -> None:
@@ -203,13 +347,17 @@ class SessionGuard:
                     ),
                 )
                 self.violations.append(error)
+                self._overruns.append(
+                    f"{error.requester} refused on {error.alias!r} "
+                    f"(budget {error.budget})"
+                )
                 raise error
             self._add(wrapper, role)
 
     def release(self, wrapper: BaseDatabaseWrapper) -> None:
-        """Forget the session `wrapper` just closed."""
+        """Record that `wrapper` just closed its session."""
         with self._lock:
-            self._holders.pop(id(wrapper), None)
+            self._closed(id(wrapper))
 
     def application_name(
         self, wrapper: BaseDatabaseWrapper, current: str | None
@@ -220,8 +368,13 @@ class SessionGuard:
         holder = self._holders.get(id(wrapper))
         role = holder.role if holder else self.role_of_current_thread()
         label = {TEST_THREAD: "test", SERVER_WORKER: "worker"}.get(role, "other")
-        ours = f"{active.tag}:{label}"
-        name = f"{current} {ours}" if current else ours
+        # The tag and role stay last, where the server and `watch` look for them;
+        # whatever does not fit is cut from the start.
+        parts = [current, short_test_id(self.test) if self.test else None]
+        parts.append(f"{active.tag}:{label}")
+        name = " ".join(part for part in parts if part)
+        # Printable ASCII only, so PostgreSQL neither escapes nor lengthens it.
+        name = "".join(char if " " <= char <= "~" else "?" for char in name)
         return name[-_APPLICATION_NAME_MAX:]
 
 
@@ -230,6 +383,7 @@ class _Activation:
     budget: int
     tag: str
     test_thread: int
+    trace: bool = False
 
 
 _counter = iter(range(1, 1 << 62))

@@ -32,6 +32,7 @@ _SOURCES: dict[str, tuple[str | None, str]] = {
     "MODE": ("server_mode", "SAFELIVE_MODE"),
     "WORKERS": ("server_workers", "SAFELIVE_WORKERS"),
     "DRAIN_TIMEOUT": ("drain_timeout", "SAFELIVE_DRAIN_TIMEOUT"),
+    "TRACE": ("trace", "SAFELIVE_TRACE"),
 }
 
 
@@ -43,6 +44,8 @@ class Config:
     mode: Mode
     workers: int
     drain_timeout: float
+    # Record the stack that opened each session (costly, so off by default).
+    trace: bool = False
 
 
 def _where(key: str, source: str) -> str:
@@ -102,6 +105,26 @@ def _seconds(key: str, value: object, source: str) -> float:
             f"got {value!r}."
         )
     return float(value)
+
+
+_TRUE = ("1", "true")
+_FALSE = ("0", "false")
+
+
+def _bool(key: str, value: object, source: str) -> bool:
+    if source == "env" and isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE + _FALSE:
+            return text in _TRUE
+        raise ImproperlyConfigured(
+            f"{_where(key, source)} must be 1, 0, true or false, got {value!r}."
+        )
+    if not isinstance(value, bool):
+        raise ImproperlyConfigured(
+            f"{_where(key, source)} must be True or False, got "
+            f"{type(value).__name__} {value!r}."
+        )
+    return value
 
 
 def _raw_settings() -> Mapping[str, Any]:
@@ -175,6 +198,9 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
         DEFAULT_DRAIN_TIMEOUT if found is None else _seconds("DRAIN_TIMEOUT", *found)
     )
 
+    found = _lookup("TRACE", owner)
+    trace = False if found is None else _bool("TRACE", *found)
+
     found = _lookup("WORKERS", owner)
     if mode == "single":
         workers = 1
@@ -207,6 +233,7 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
         mode=mode,
         workers=workers,
         drain_timeout=drain_timeout,
+        trace=trace,
     )
 
 
@@ -224,12 +251,23 @@ def pool_max_size(alias: str) -> int | None:
     return int(max_size if max_size is not None else min_size)
 
 
+# The slots an ordinary role may use: PostgreSQL keeps superuser_reserved_connections
+# (and, from 16, reserved_connections) for privileged roles.
+_SERVER_SLOTS = """
+    SELECT current_setting('max_connections')::int,
+           current_setting('superuser_reserved_connections')::int,
+           coalesce(current_setting('reserved_connections', true)::int, 0)
+"""
+
+
 def check_databases(config: Config, aliases: list[str]) -> None:
     """Refuse database settings that cannot work within `config`, at start-up.
 
     A psycopg pool smaller than the workers plus the test thread would make
     workers wait on the pool instead of the budget refusing them. (One larger
-    than the budget is shrunk while the server runs: see ``fit_pools``.)
+    than the budget is shrunk while the server runs: see ``fit_pools``.) A
+    budget PostgreSQL cannot give would fail mid-run with "too many clients
+    already" instead of the budget's own error.
     """
     needed = config.workers + 1
     for alias in aliases:
@@ -241,3 +279,49 @@ def check_databases(config: Config, aliases: list[str]) -> None:
                 f"needs ({config.workers} worker(s) plus the test thread). Set "
                 f"max_size to at least {needed}, or lower WORKERS."
             )
+        _check_server_slots(config, alias)
+
+
+def _check_server_slots(config: Config, alias: str) -> None:
+    """Refuse a budget larger than the sessions the PostgreSQL server allows."""
+    from django.db import connections
+
+    if connections[alias].vendor != "postgresql":
+        return
+    # A short-lived session of its own, outside Django's psycopg pool. It is
+    # opened by the driver, not ensure_connection(), which pytest-django may
+    # still be blocking while its fixture starts the server.
+    probe = connections[alias].copy()
+    options = probe.settings_dict.get("OPTIONS", {})
+    probe.settings_dict["OPTIONS"] = {k: v for k, v in options.items() if k != "pool"}
+    probe.connection = probe.get_new_connection(probe.get_connection_params())
+    try:
+        with probe.connection.cursor() as cursor:
+            cursor.execute(_SERVER_SLOTS)
+            max_connections, superuser_reserved, reserved = cursor.fetchone()
+    finally:
+        probe.close()
+    available = max_connections - superuser_reserved - reserved
+    processes = xdist_workers()
+    wanted = config.max_connections * processes
+    if wanted <= available:
+        return
+    if processes > 1:
+        asked = (
+            f"{config.max_connections} database session(s) per alias in each of "
+            f"{processes} pytest-xdist workers, {wanted} in all,"
+        )
+        change = (
+            f"Lower TOTAL_MAX_CONNECTIONS (or MAX_CONNECTIONS) so that the run needs "
+            f"at most {available}, run fewer xdist workers (-n)"
+        )
+    else:
+        asked = f"{config.max_connections} database session(s) per alias"
+        change = f"Lower MAX_CONNECTIONS to {available} or less"
+    raise ImproperlyConfigured(
+        f"The django-safelive budget of {asked} is more than the PostgreSQL server "
+        f"of DATABASES[{alias!r}] accepts: max_connections = {max_connections}, "
+        f"minus {superuser_reserved + reserved} slot(s) reserved for superusers "
+        f"(superuser_reserved_connections, reserved_connections), leaves "
+        f"{available}. {change}, or raise max_connections in postgresql.conf."
+    )

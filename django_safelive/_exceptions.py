@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -13,10 +14,13 @@ class SafeLiveError(Exception):
     """Base class of every django-safelive error."""
 
 
-def _listing(holders: Sequence[Holder]) -> str:
+def _listing(holders: Sequence[Holder], *, aliases: bool = False) -> str:
     if not holders:
         return "  (none)"
-    return "\n".join(f"  - {holder.describe()}" for holder in holders)
+    return "\n".join(
+        f"  - {f'{holder.alias!r}: ' if aliases else ''}{holder.describe()}"
+        for holder in holders
+    )
 
 
 class SessionBudgetExceeded(SafeLiveError):
@@ -43,13 +47,28 @@ class SessionBudgetExceeded(SafeLiveError):
 class RequestStuck(SafeLiveError):
     """Requests were still running when the live server had to be idle."""
 
-    def __init__(self, *, timeout: float, requests: Sequence[str], when: str) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        requests: Sequence[str],
+        when: str,
+        holders: Sequence[Holder] = (),
+    ) -> None:
         self.timeout = timeout
         self.requests = list(requests)
+        self.when = when
+        self.holders = list(holders)
         listing = "\n".join(f"  - {request}" for request in requests)
+        sessions = (
+            f"Database sessions open at that moment:\n"
+            f"{_listing(holders, aliases=True)}\n"
+            if holders
+            else ""
+        )
         super().__init__(
             f"The live server was still serving {len(requests)} request(s) "
-            f"{timeout:g}s after {when}:\n{listing}\n"
+            f"{timeout:g}s after {when}:\n{listing}\n{sessions}"
             "A view is hung or very slow. Fix the view, or raise the wait with "
             "SAFELIVE['DRAIN_TIMEOUT'], the class attribute drain_timeout or the "
             "environment variable SAFELIVE_DRAIN_TIMEOUT."
@@ -60,10 +79,16 @@ class SessionsLeftBehind(SafeLiveError):
     """Server sessions were still open in the database after the server stopped."""
 
     def __init__(
-        self, *, alias: str, sessions: Sequence[str], terminated: bool
+        self,
+        *,
+        alias: str,
+        sessions: Sequence[str],
+        terminated: bool,
+        holders: Sequence[Holder] = (),
     ) -> None:
         self.alias = alias
         self.sessions = list(sessions)
+        self.holders = list(holders)
         listing = "\n".join(f"  - {session}" for session in sessions)
         action = (
             "They were terminated so that the test database can still be flushed "
@@ -71,7 +96,33 @@ class SessionsLeftBehind(SafeLiveError):
             if terminated
             else "They could not be terminated."
         )
+        counted = (
+            f"\nSessions django-safelive still counted on {alias!r}:\n"
+            f"{_listing(holders)}"
+            if holders
+            else ""
+        )
         super().__init__(
             f"The live server left {len(sessions)} database session(s) open on "
-            f"alias {alias!r} after it stopped:\n{listing}\n{action}"
+            f"alias {alias!r} after it stopped:\n{listing}\n{action}{counted}"
+        )
+
+
+class SelfCallInSingleMode(SafeLiveError, ConnectionRefusedError):
+    """A single-mode server's only worker tried to connect to the server itself.
+
+    A ``ConnectionRefusedError``, so that HTTP clients close the socket they
+    were connecting and report the refusal as they would any other.
+    """
+
+    def __init__(self, *, address: str, request: str | None) -> None:
+        serving = f"while serving {request}" if request else "during a request"
+        super().__init__(
+            errno.ECONNREFUSED,
+            f"django-safelive refused a connection from the live server's only "
+            f"worker, {serving}, to the live server itself ({address}): in mode "
+            "'single' that request would wait for the busy worker forever. Run "
+            "the test in mode 'pool' (SAFELIVE['MODE'], the class attribute "
+            "server_mode or the environment variable SAFELIVE_MODE), whose other "
+            "workers can answer it, or call the code directly instead of over HTTP.",
         )

@@ -32,6 +32,7 @@ def end_server_sessions(
         if left and not terminate_now:
             left = _sessions.wait_gone(alias, tag, EXIT_GRACE)
         if left:
+            holders = guard.holders(alias)
             _sessions.terminate(alias, [pid for pid, _ in left])
             _sessions.wait_gone(alias, tag, EXIT_GRACE)
             errors.append(
@@ -39,6 +40,7 @@ def end_server_sessions(
                     alias=alias,
                     sessions=[description for _, description in left],
                     terminated=True,
+                    holders=holders,
                 )
             )
     return errors
@@ -51,10 +53,11 @@ def reset(thread: LiveServerThread, aliases: Iterable[str], tag: str) -> None:
     if isinstance(thread, SafeLiveServerThread):
         try:
             thread.reset()
-        except RequestStuck:
+        except RequestStuck as error:
+            stuck = with_holders(error, aliases)
             # A flush would wait on the stuck request's locks: end it first.
             end_server_sessions(aliases, tag, terminate_now=True)
-            raise
+            raise stuck from None
         left_behind = end_server_sessions(aliases, tag, terminate_now=False)
     raise_first(*left_behind, *take_violations())
 
@@ -63,12 +66,25 @@ def finish(thread: LiveServerThread, aliases: Iterable[str], tag: str) -> None:
     """After the server thread terminated: leave no session behind, then report."""
     aliases = list(aliases)
     stuck = thread.stuck if isinstance(thread, SafeLiveServerThread) else None
+    if stuck is not None:
+        stuck = with_holders(stuck, aliases)
     left_behind = end_server_sessions(aliases, tag, terminate_now=stuck is not None)
     if stuck is not None and isinstance(thread, SafeLiveServerThread):
         # Their sessions are gone, so the stuck views fail and the workers exit.
         thread.httpd.join_workers(EXIT_GRACE)
     close_pools(aliases)
     raise_first(stuck, *left_behind, *take_violations())
+
+
+def with_holders(error: RequestStuck, aliases: Iterable[str]) -> RequestStuck:
+    """`error`, listing the sessions open on `aliases` now, while it is stuck."""
+    aliases = set(aliases)
+    return RequestStuck(
+        timeout=error.timeout,
+        requests=error.requests,
+        when=error.when,
+        holders=[holder for holder in guard.holders() if holder.alias in aliases],
+    )
 
 
 def fit_pools(aliases: Iterable[str], budget: int) -> None:

@@ -49,8 +49,9 @@ class SafeLiveServer(LiveServer):
 
     def start(self) -> None:
         """Start enforcing the session budget, then start the server."""
+        config = self.thread.config
         self._activation.enter_context(
-            guard.activate(self.thread.config.max_connections, self.thread.tag)
+            guard.activate(config.max_connections, self.thread.tag, trace=config.trace)
         )
         try:
             _lifecycle.fit_pools(list(connections), self.thread.config.max_connections)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import queue
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,18 +20,71 @@ from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler
 
 from django_safelive._budget import (
     SERVER_WORKER,
+    current_request,
     new_tag,
     set_current_request,
     set_thread_role,
 )
 from django_safelive._config import Config, resolve
-from django_safelive._exceptions import RequestStuck
+from django_safelive._exceptions import (
+    RequestStuck,
+    SelfCallInSingleMode,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 _Address = Any
 _Request = tuple[socket.socket, _Address]
+
+
+class _WorkerState(threading.local):
+    # The single-mode server whose only worker is the current thread, if any.
+    single_server: BoundedWSGIServer | None = None
+
+
+_worker_state = _WorkerState()
+_audit_hook_lock = threading.Lock()
+_audit_hook_installed = False
+
+
+def _refuse_self_calls(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook: a single-mode worker may not connect to its own server.
+
+    Python raises the ``socket.connect`` audit event in the connecting thread,
+    before the connection is made, whatever the HTTP client, so the check
+    needs no patching; elsewhere it costs one comparison per audit event.
+    """
+    if event != "socket.connect":
+        return
+    server = _worker_state.single_server
+    if server is not None:
+        server.check_outgoing(args[1])
+
+
+def _install_audit_hook() -> None:
+    # Audit hooks cannot be removed: install one for the process, once.
+    global _audit_hook_installed
+    with _audit_hook_lock:
+        if not _audit_hook_installed:
+            sys.addaudithook(_refuse_self_calls)
+            _audit_hook_installed = True
+
+
+def _is_loopback(host: object) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_any(host: object) -> bool:
+    try:
+        return ipaddress.ip_address(str(host)).is_unspecified
+    except ValueError:
+        return False
 
 
 class SafeRequestHandler(QuietWSGIRequestHandler):
@@ -143,6 +198,11 @@ class BoundedWSGIServer(WSGIServer):
     wait in a queue.
     """
 
+    # Clients beyond the pool wait, they are not refused: before the listener
+    # accepts them they wait in the kernel's backlog, which at Django's 10
+    # overflows under a burst of connections and resets some of them.
+    request_queue_size = socket.SOMAXCONN
+
     def __init__(
         self,
         *args: Any,
@@ -151,6 +211,9 @@ class BoundedWSGIServer(WSGIServer):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self._self_calls: list[SelfCallInSingleMode] = []
+        if workers == 1:
+            _install_audit_hook()
         self.connections_override = connections_override or {}
         # An in-memory SQLite connection is shared by the test thread and every
         # worker, as in Django; one sqlite3 connection cannot serve two threads
@@ -175,6 +238,11 @@ class BoundedWSGIServer(WSGIServer):
         self._watcher = _IdleWatcher(self._enqueue)
 
     # -- socketserver hooks -------------------------------------------------
+    def serve_forever(self, poll_interval: float = 0.05) -> None:
+        # shutdown() waits until the loop notices it: at socketserver's default
+        # of 0.5 s, stopping the server would cost every test class that long.
+        super().serve_forever(poll_interval)
+
     def process_request(self, request: Any, client_address: _Address) -> None:
         self._watcher.watch(request, client_address)
 
@@ -203,6 +271,8 @@ class BoundedWSGIServer(WSGIServer):
 
     def _work_loop(self) -> None:
         set_thread_role(SERVER_WORKER)
+        if len(self._workers) == 1:
+            _worker_state.single_server = self
         for alias, conn in self.connections_override.items():
             connections[alias] = conn
         try:
@@ -238,6 +308,7 @@ class BoundedWSGIServer(WSGIServer):
         finally:
             try:
                 self.shutdown_request(request)
+                self._discard_open_atomic_blocks()
                 # CONN_MAX_AGE decides whether this worker's connection persists.
                 close_old_connections()
             except Exception:
@@ -249,6 +320,45 @@ class BoundedWSGIServer(WSGIServer):
                 with self._state:
                     del self._running[ident]
                     self._state.notify_all()
+
+    def _discard_open_atomic_blocks(self) -> None:
+        """Replace the worker's connections that a view left inside ``atomic()``.
+
+        Django closes such a connection when the request finishes, but the
+        wrapper stays marked as inside a transaction, so every later request
+        on this worker would fail with "the connection is closed". A fresh
+        wrapper replaces it; its session was closed, so the write rolled back.
+        """
+        for wrapper in connections.all(initialized_only=True):
+            if (
+                wrapper.in_atomic_block
+                and wrapper.alias not in self.connections_override
+            ):
+                wrapper.close()
+                del connections[wrapper.alias]
+
+    def check_outgoing(self, address: object) -> None:
+        """Refuse a connection this server's only worker opens to the server.
+
+        Called by the audit hook in the worker thread. With one worker, a view
+        calling back into the live server (a webhook to itself, say) would
+        queue its request behind itself and deadlock until a client timeout;
+        it is refused at once instead, and raised again at the next reset so
+        that the test fails even if the view swallowed the error.
+        """
+        if not isinstance(address, tuple) or len(address) < 2:
+            return
+        host, port = address[0], address[1]
+        bound_host = self.server_address[0]
+        if port != self.server_port:
+            return
+        if host == bound_host or _is_loopback(host) or _is_any(bound_host):
+            error = SelfCallInSingleMode(
+                address=f"{host}:{port}", request=current_request()
+            )
+            with self._state:
+                self._self_calls.append(error)
+            raise error
 
     def in_flight(self) -> list[str]:
         """Describe the requests queued or running right now."""
@@ -270,7 +380,11 @@ class BoundedWSGIServer(WSGIServer):
             raise RequestStuck(timeout=timeout, requests=self.in_flight(), when=when)
 
     def reset(self, timeout: float) -> None:
-        """Drain in-flight requests, then make every worker close its connections."""
+        """Drain in-flight requests, then make every worker close its connections.
+
+        Then raise the first call the only worker made to the server itself
+        since the last reset, if any (the view may have swallowed it).
+        """
         self.wait_idle(timeout, "the test asked for a reset")
         barrier = threading.Barrier(len(self._workers) + 1)
         for _ in self._workers:
@@ -283,6 +397,10 @@ class BoundedWSGIServer(WSGIServer):
                 requests=self.in_flight(),
                 when="the workers were asked to close their connections",
             ) from None
+        with self._state:
+            self_calls, self._self_calls = self._self_calls, []
+        if self_calls:
+            raise self_calls[0]
 
     def stop_workers(self, timeout: float) -> RequestStuck | None:
         """Close idle sockets, drain, and join the workers.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.contrib.staticfiles.testing import (
@@ -10,8 +11,9 @@ from django.contrib.staticfiles.testing import (
 from django.test import LiveServerTestCase as DjangoLiveServerTestCase
 from django.test.testcases import LiveServerThread
 
-from django_safelive import _lifecycle
-from django_safelive._budget import guard, new_tag
+from django_safelive import _lifecycle, _summary
+from django_safelive._assertions import max_sessions
+from django_safelive._budget import SessionWindow, guard, new_tag
 from django_safelive._compat import enter_class_context
 from django_safelive._config import Config, check_databases, resolve
 from django_safelive._server import SafeLiveServerThread
@@ -29,10 +31,13 @@ class SafeLiveServerMixin(_Base):
     server_mode: ClassVar[str | None] = None
     server_workers: ClassVar[int | None] = None
     drain_timeout: ClassVar[float | None] = None
+    trace: ClassVar[bool | None] = None
     server_thread_class: type[LiveServerThread] = SafeLiveServerThread
 
     safelive_config: ClassVar[Config]
     safelive_tag: ClassVar[str]
+    session_peak: dict[str, int]
+    """After each test: the most sessions open at once, per alias."""
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -56,8 +61,12 @@ class SafeLiveServerMixin(_Base):
             thread = super()._create_server_thread(connections_override)  # type: ignore[misc]
             cls.safelive_tag = new_tag()
         # Entered before the thread starts, and left after it terminates.
+        config = cls.safelive_config
         enter_class_context(
-            cls, guard.activate(cls.safelive_config.max_connections, cls.safelive_tag)
+            cls,
+            guard.activate(
+                config.max_connections, cls.safelive_tag, trace=config.trace
+            ),
         )
         _lifecycle.fit_pools(
             cls._safelive_aliases(), cls.safelive_config.max_connections
@@ -85,11 +94,39 @@ class SafeLiveServerMixin(_Base):
             self.server_thread, self._safelive_aliases(), self.safelive_tag
         )
 
+    def assertMaxSessions(
+        self, n: int, alias: str = "default"
+    ) -> AbstractContextManager[SessionWindow]:
+        """Fail if more than `n` database sessions are open at once on `alias`
+        while the ``with`` block runs, listing the sessions open at the peak."""
+        return max_sessions(n, alias, failure=self.failureException)
+
+    def __call__(self, result: Any = None) -> Any:
+        # Not _pre_setup: Django runs the first test's in setUpClass, and Hypothesis
+        # runs it per example; every path to the test goes through here.
+        guard.begin_test(self.id())
+        try:
+            return super().__call__(result)
+        finally:
+            guard.end_test()
+
     def _post_teardown(self) -> None:
         try:
             self.reset_live_server()
         finally:
-            super()._post_teardown()  # type: ignore[misc]
+            try:
+                super()._post_teardown()  # type: ignore[misc]
+            finally:
+                self._record_sessions()
+
+    def _record_sessions(self) -> None:
+        entry = guard.take_test_sessions()
+        # Hypothesis runs _pre_setup/_post_teardown once per example.
+        peaks = dict(getattr(self, "session_peak", {}))
+        for alias, peak in entry.peaks.items():
+            peaks[alias] = max(peaks.get(alias, 0), peak)
+        self.session_peak = peaks
+        _summary.record(entry)
 
 
 class LiveServerTestCase(SafeLiveServerMixin, DjangoLiveServerTestCase):

@@ -131,7 +131,7 @@ def _table(
 ) -> list[str]:
     """Aligned columns, most sessions first; past TOP_ROWS rows, just how many more."""
     shown = [
-        ([_clip(value or "-") for value in key], str(count))
+        ([_clip_left(value or "-") for value in key], str(count))
         for key, count in rows[:TOP_ROWS]
     ]
     widths = [
@@ -151,6 +151,11 @@ def _table(
     if len(rows) > TOP_ROWS:
         lines.append(f"  ... and {len(rows) - TOP_ROWS} more row(s)")
     return lines
+
+
+def _clip_left(value: str, limit: int = 40) -> str:
+    """Keep the end: django-safelive's application_name ends in its tag and role."""
+    return value if len(value) <= limit else "…" + value[-(limit - 1) :]
 
 
 def _clip(value: str, limit: int = 40) -> str:

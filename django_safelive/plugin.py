@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from django_safelive import _summary
 
 if TYPE_CHECKING:
     from django_safelive._pytest_server import SafeLiveServer
 
 _ORIGINAL_LIVE_SERVER = pytest.StashKey[Any]()
+# The user property that carries a test's session record in its teardown report.
+SESSIONS_PROPERTY = "safelive_sessions"
 _SWITCH_HELP = (
     "Make pytest-django's live_server fixture the bounded django-safelive one."
 )
@@ -42,7 +46,38 @@ def _replaces_live_server(config: pytest.Config) -> bool:
     )
 
 
+class _SessionSummary:
+    """Collect each test's session record from the reports, which pytest-xdist
+    brings to the controller, and print the table at the end of the run."""
+
+    def __init__(self) -> None:
+        self.summary = _summary.RunSummary()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in report.user_properties:
+            if name == SESSIONS_PROPERTY and isinstance(value, dict):
+                self.summary.record(_summary.TestSessions.from_dict(value))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        lines = self.summary.lines()
+        if lines:
+            terminalreporter.write_sep("-", "django-safelive sessions")
+            for line in lines:
+                terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    # After the fixtures' teardown (whatever it raised), before the report is made.
+    yield
+    entries, _summary.pending[:] = list(_summary.pending), []
+    for entry in entries:
+        data = {**entry.as_dict(), "test": item.nodeid}
+        item.user_properties.append((SESSIONS_PROPERTY, data))
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_SessionSummary(), "django-safelive-sessions")
     if not _replaces_live_server(config):
         return
     try:
@@ -177,9 +212,14 @@ def _safe_live_server_helper(request: pytest.FixtureRequest) -> Iterator[None]:
     server: SafeLiveServer = request.getfixturevalue(name)
     if name == "safe_live_server":
         server._live_server_modified_settings.enable()
+    from django_safelive._budget import guard
+
+    guard.begin_test(request.node.nodeid)
     try:
         yield
         server.reset(_databases(request))
     finally:
+        _summary.record(guard.take_test_sessions())
+        guard.end_test()
         if name == "safe_live_server":
             server._live_server_modified_settings.disable()

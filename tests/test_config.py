@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 from unittest import mock
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.test import SimpleTestCase, override_settings
 
 from django_safelive import Config, LiveServerTestCase
-from django_safelive._config import resolve
+from django_safelive._config import check_databases, resolve
+from tests.test_faults import record
 
 
 def owner(**attributes: Any) -> type:
@@ -73,9 +75,17 @@ class PrecedenceTests(SimpleTestCase):
 
 
 class BadInputTests(SimpleTestCase):
+    refused: ClassVar[int] = 0
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        record("Bad settings", refused=cls.refused)
+        super().tearDownClass()
+
     def assert_refused(self, message: str, **attributes: Any) -> None:
         with self.assertRaisesMessage(ImproperlyConfigured, message):
             resolve(owner(**attributes))
+        type(self).refused += 1
 
     def test_bad_class_attributes(self) -> None:
         """Wrong types and values in class attributes say which attribute and why."""
@@ -142,6 +152,59 @@ class BadInputTests(SimpleTestCase):
             ):
                 self.assert_refused(message)
 
+    def test_out_of_range_in_environment(self) -> None:
+        """Zero, negative, fractional and non-finite values in the environment."""
+        cases = [
+            (
+                "SAFELIVE_MAX_CONNECTIONS",
+                "0",
+                "SAFELIVE_MAX_CONNECTIONS must be at least 1, got 0",
+            ),
+            ("SAFELIVE_MAX_CONNECTIONS", "-2", "must be at least 1, got -2"),
+            ("SAFELIVE_MAX_CONNECTIONS", "2.5", "must be a whole number, got '2.5'"),
+            ("SAFELIVE_WORKERS", "-1", "SAFELIVE_WORKERS must be at least 1, got -1"),
+            (
+                "SAFELIVE_TOTAL_MAX_CONNECTIONS",
+                "many",
+                "SAFELIVE_TOTAL_MAX_CONNECTIONS must be a whole number, got 'many'",
+            ),
+            (
+                "SAFELIVE_DRAIN_TIMEOUT",
+                "nan",
+                "SAFELIVE_DRAIN_TIMEOUT must be a positive, finite number of seconds, "
+                "got nan",
+            ),
+            (
+                "SAFELIVE_DRAIN_TIMEOUT",
+                "-1",
+                "positive, finite number of seconds, got -1.0",
+            ),
+        ]
+        for variable, value, message in cases:
+            with (
+                self.subTest(variable=variable, value=value),
+                mock.patch.dict(os.environ, {variable: value}),
+            ):
+                self.assert_refused(message)
+
+    def test_garbage_in_environment_refused_at_start_up(self) -> None:
+        """A bad environment variable stops setUpClass before any thread starts."""
+
+        class Broken(LiveServerTestCase):
+            def test_nothing(self) -> None:
+                """Never runs."""
+
+        with (
+            mock.patch.dict(os.environ, {"SAFELIVE_MODE": "threads"}),
+            self.assertRaisesMessage(
+                ImproperlyConfigured,
+                "the environment variable SAFELIVE_MODE must be 'single' or 'pool', "
+                "got 'threads'.",
+            ),
+        ):
+            Broken.setUpClass()
+        self.assertFalse(hasattr(Broken, "server_thread"))
+
     @override_settings(SAFELIVE=["MAX_CONNECTIONS", 4])
     def test_settings_not_a_dict(self) -> None:
         """SAFELIVE must be a dict."""
@@ -173,3 +236,61 @@ class BadInputTests(SimpleTestCase):
         ):
             Broken.setUpClass()
         self.assertFalse(hasattr(Broken, "server_thread"))
+
+
+def server_slots() -> int:
+    """The sessions an ordinary role may open on the test server."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+            " - coalesce(current_setting('reserved_connections', true)::int, 0)"
+        )
+        return int(cursor.fetchone()[0])
+
+
+class ServerLimitTests(SimpleTestCase):
+    databases = {"default"}
+
+    def test_budget_larger_than_the_server_allows(self) -> None:
+        """A budget past PostgreSQL's max_connections is refused before the server."""
+        slots = server_slots()
+
+        class Greedy(LiveServerTestCase):
+            max_connections = slots + 1
+
+            def test_nothing(self) -> None:
+                """Never runs."""
+
+        with self.assertRaisesMessage(
+            ImproperlyConfigured,
+            f"budget of {slots + 1} database session(s) per alias is more than the "
+            "PostgreSQL server of DATABASES['default'] accepts",
+        ) as caught:
+            Greedy.setUpClass()
+        self.assertIn(
+            f"leaves {slots}. Lower MAX_CONNECTIONS to {slots} or less",
+            str(caught.exception),
+        )
+        self.assertFalse(hasattr(Greedy, "server_thread"))
+
+    def test_budget_the_server_allows(self) -> None:
+        """A budget equal to the server's free slots is accepted."""
+        config = resolve(owner(max_connections=server_slots()))
+        check_databases(config, ["default"])
+
+    def test_xdist_workers_count_together(self) -> None:
+        """Under pytest-xdist the budgets of all workers must fit the server at once."""
+        slots = server_slots()
+        workers = slots // 8 + 1
+        environ = {"PYTEST_XDIST_WORKER_COUNT": str(workers)}
+        with (
+            mock.patch.dict(os.environ, environ),
+            self.assertRaisesMessage(
+                ImproperlyConfigured,
+                f"8 database session(s) per alias in each of {workers} pytest-xdist "
+                f"workers, {8 * workers} in all,",
+            ) as caught,
+        ):
+            check_databases(resolve(owner(max_connections=8)), ["default"])
+        self.assertIn("run fewer xdist workers (-n)", str(caught.exception))

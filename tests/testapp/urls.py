@@ -13,4 +13,9 @@ urlpatterns = [
     path("session/", views.session),
     path("spawn/", views.spawn),
     path("concurrent/", views.concurrent),
+    path("webhook/", views.webhook),
+    path("faults/raise-in-transaction/", views.raise_in_transaction),
+    path("faults/leave-atomic-open/", views.leave_atomic_open),
+    path("faults/leave-autocommit-off/", views.leave_autocommit_off),
+    path("stream/", views.stream),
 ]

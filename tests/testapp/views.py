@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import requests
 from django.db import connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.views.decorators.csrf import csrf_exempt
 
 from tests.testapp.models import Item
@@ -247,3 +254,54 @@ def concurrent(request: HttpRequest) -> HttpResponse:
         with Concurrency.lock:
             Concurrency.running -= 1
     return JsonResponse({"ok": True})
+
+
+def webhook(request: HttpRequest) -> HttpResponse:
+    """Call this same live server over HTTP, as a webhook to oneself would."""
+    Item.objects.exists()
+    url = request.build_absolute_uri("/items/")
+    try:
+        with requests.Session() as client:
+            answer = client.get(
+                url,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=float(request.GET.get("timeout", "5")),
+            )
+    except requests.RequestException as error:
+        return JsonResponse({"error": f"{type(error).__name__}: {error}"}, status=502)
+    return JsonResponse({"status": answer.status_code})
+
+
+@csrf_exempt
+def raise_in_transaction(request: HttpRequest) -> HttpResponse:
+    """Write a row inside a transaction, then fail before it commits."""
+    with transaction.atomic():
+        Item.objects.create(name="never committed")
+        raise RuntimeError("the view failed mid-transaction")
+
+
+@csrf_exempt
+def leave_atomic_open(request: HttpRequest) -> HttpResponse:
+    """Enter an atomic block, write a row, and return without leaving the block."""
+    transaction.atomic().__enter__()
+    Item.objects.create(name="never committed")
+    return JsonResponse({"in_atomic_block": connection.in_atomic_block})
+
+
+@csrf_exempt
+def leave_autocommit_off(request: HttpRequest) -> HttpResponse:
+    """Turn autocommit off, write a row, and return without committing."""
+    transaction.set_autocommit(False)
+    Item.objects.create(name="never committed")
+    return JsonResponse({"autocommit": transaction.get_autocommit()})
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    """Stream ?chunks=N chunks of 64 KiB, querying the database for each."""
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(int(request.GET.get("chunks", "100"))):
+            Item.objects.exists()
+            yield b"x" * 65536
+
+    return StreamingHttpResponse(chunks(), content_type="application/octet-stream")

@@ -1,0 +1,102 @@
+"""Each test's session peak, and the short table printed at the end of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# How many tests the end-of-run table lists, highest peak first.
+TOP = 5
+
+
+@dataclass
+class TestSessions:
+    """The database sessions one test used: its peak per alias, and refusals."""
+
+    test: str
+    budget: int
+    peaks: dict[str, int] = field(default_factory=dict)
+    overruns: list[str] = field(default_factory=list)
+
+    @property
+    def peak(self) -> int:
+        return max(self.peaks.values(), default=0)
+
+    def merge(self, other: TestSessions) -> None:
+        """Fold in another record of the same test (a Hypothesis example, say)."""
+        self.budget = max(self.budget, other.budget)
+        for alias, peak in other.peaks.items():
+            self.peaks[alias] = max(self.peaks.get(alias, 0), peak)
+        self.overruns.extend(other.overruns)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values, so pytest-xdist can send the record to the controller."""
+        return {
+            "test": self.test,
+            "budget": self.budget,
+            "peaks": dict(self.peaks),
+            "overruns": list(self.overruns),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TestSessions:
+        return cls(
+            test=str(data["test"]),
+            budget=int(data["budget"]),
+            peaks={str(k): int(v) for k, v in data["peaks"].items()},
+            overruns=[str(overrun) for overrun in data["overruns"]],
+        )
+
+
+class RunSummary:
+    """The records of every test that ran on a django-safelive server."""
+
+    def __init__(self) -> None:
+        self.tests: dict[str, TestSessions] = {}
+
+    def record(self, entry: TestSessions) -> None:
+        found = self.tests.get(entry.test)
+        if found is None:
+            self.tests[entry.test] = TestSessions(
+                entry.test, entry.budget, dict(entry.peaks), list(entry.overruns)
+            )
+        else:
+            found.merge(entry)
+
+    def lines(self, top: int = TOP) -> list[str]:
+        """The table: the highest peaks, the budget, every overrun."""
+        if not self.tests:
+            return []
+        ranked = sorted(self.tests.values(), key=lambda e: (-e.peak, e.test))
+        budgets = "/".join(str(b) for b in sorted({e.budget for e in ranked}))
+        lines = [
+            f"{len(ranked)} test(s) used a django-safelive server, with a budget of "
+            f"{budgets} session(s) per alias. Highest peaks:",
+            "  peak  budget  alias      test",
+        ]
+        for entry in ranked[:top]:
+            alias = max(entry.peaks, key=lambda a: entry.peaks[a], default="-")
+            lines.append(
+                f"  {entry.peak:>4}  {entry.budget:>6}  {alias:<9}  {entry.test}"
+            )
+        overruns = [(e.test, text) for e in ranked for text in e.overruns]
+        if overruns:
+            lines.append(f"Overruns (sessions the budget refused): {len(overruns)}")
+            lines.extend(f"  {test}: {text}" for test, text in overruns)
+        else:
+            lines.append("Overruns: none")
+        return lines
+
+
+run = RunSummary()
+"""Every test recorded in this process (printed by ``SafeLiveRunner``)."""
+
+# Records not yet handed to the pytest plugin, which attaches them to the test's
+# report so that pytest-xdist brings them to the controller.
+pending: list[TestSessions] = []
+
+
+def record(entry: TestSessions) -> None:
+    """Remember how many sessions a test used, for the end-of-run summary."""
+    run.record(entry)
+    pending.append(entry)
