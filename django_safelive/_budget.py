@@ -63,6 +63,9 @@ class Holder:
     stack: str | None = None
     """Where the session was opened, innermost last; only with TRACE on."""
     closed_at: float | None = None
+    backend: str | None = None
+    """How the database server knows the session: ``PostgreSQL pid 4242`` (see
+    pg_stat_activity), ``MySQL processlist id 17``; None on SQLite."""
 
     def describe(self, now: float | None = None) -> str:
         """A human-readable description of this holder, as of `now`: one line,
@@ -76,7 +79,8 @@ class Holder:
                 f"opened {now - self.opened_at:.1f}s ago, closed after "
                 f"{self.closed_at - self.opened_at:.1f}s"
             )
-        line = f"{self.role} {self.thread_name!r}{serving}, {timing}"
+        backend = f" ({self.backend})" if self.backend else ""
+        line = f"{self.role} {self.thread_name!r}{backend}{serving}, {timing}"
         if self.stack:
             line += "\n    opened at:\n" + textwrap.indent(self.stack, "    ")
         return line.rstrip("\n")
@@ -220,7 +224,8 @@ class SessionGuard:
         for wrapper in connections.all(initialized_only=True):
             if wrapper.connection is not None and id(wrapper) not in self._holders:
                 # Opened before we watched: its stack is not known.
-                self._add(wrapper, TEST_THREAD, trace=False)
+                holder = self._add(wrapper, TEST_THREAD, trace=False)
+                holder.backend = backend_id(wrapper.vendor, wrapper.connection)
 
     # -- accounting ---------------------------------------------------------
     def role_of_current_thread(self) -> str:
@@ -354,6 +359,13 @@ class SessionGuard:
                 raise error
             self._add(wrapper, role)
 
+    def identify(self, wrapper: BaseDatabaseWrapper, backend: str | None) -> None:
+        """Record how the database server names the session `wrapper` opened."""
+        with self._lock:
+            holder = self._holders.get(id(wrapper))
+            if holder is not None:
+                holder.backend = backend
+
     def release(self, wrapper: BaseDatabaseWrapper) -> None:
         """Record that `wrapper` just closed its session."""
         with self._lock:
@@ -409,13 +421,29 @@ def _wrap_connect(
                         self, conn_params.get("application_name")
                     ),
                 }
-            return original(self, conn_params)
+            connection = original(self, conn_params)
         except BaseException:
             guard.release(self)
             raise
+        guard.identify(self, backend_id(self.vendor, connection))
+        return connection
 
     get_new_connection.__wrapped__ = original  # type: ignore[attr-defined]
     return get_new_connection
+
+
+def backend_id(vendor: str, connection: Any) -> str | None:
+    """How the database server names a new driver connection, where it can."""
+    try:
+        if vendor == "postgresql":
+            info = getattr(connection, "info", None)  # psycopg 3
+            pid = getattr(info, "backend_pid", None) or connection.get_backend_pid()
+            return f"PostgreSQL pid {pid}"
+        if vendor == "mysql":
+            return f"MySQL processlist id {connection.thread_id()}"
+    except Exception:  # a driver without the call: no name, no harm
+        return None
+    return None
 
 
 def _wrap_close(

@@ -76,3 +76,14 @@ def settled_server_sessions(grace: float = 2.0) -> int:
     while (count := server_sessions()) and time.monotonic() < deadline:
         time.sleep(0.01)
     return count
+
+
+def test_thread_backend() -> str | None:
+    """How the database server names the test thread's session, if it can."""
+    connection.ensure_connection()
+    raw = connection.connection
+    if connection.vendor == "postgresql":
+        return f"PostgreSQL pid {raw.info.backend_pid}"
+    if connection.vendor == "mysql":
+        return f"MySQL processlist id {raw.thread_id()}"
+    return None

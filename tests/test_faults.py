@@ -19,8 +19,11 @@ import os
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -446,3 +449,26 @@ def test_postgresql_restart_mid_suite() -> None:
         requests_failed=outcome.value("failed"),
         sessions_peak=outcome.peak,
     )
+
+
+def test_fault_classes_leave_a_database_that_drops() -> None:
+    """The fault classes above, run again in a subprocess on a database of their
+    own, pass, and Django then drops that database without "other users"."""
+    datname = f"test_safelive_faults_{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "SAFELIVE_TEST_DB_NAME": datname}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    classes = "ViewFaultTests or ClientFaultTests or SelfCall or TerminatedBackendTests"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/test_faults.py", "-k", classes],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert re.search(r"\b1[0-9] passed\b", output), output
+    assert "being accessed by other users" not in output
+    assert not database_exists(datname)

@@ -4,9 +4,12 @@ between examples, in unittest (subTest per operation) and pytest (one test each)
 from __future__ import annotations
 
 import copy
+import json
+import tempfile
 import time
 import unittest
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,6 +90,20 @@ class UnittestHelperTests(LiveServerTestCase):
         self.assertEqual(
             labels, ["GET /items/", "POST /items/", "GET /items/{item_id}/"]
         )
+
+    def test_schema_from_a_file(self) -> None:
+        """from_file() loads a JSON (or YAML) schema and runs it like a dict's."""
+        recorder = Recorder()
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "openapi.json"
+            path.write_text(json.dumps(OPENAPI))
+            schema = safelive_schemathesis.from_file(
+                path, headers=AUTH, max_examples=3, checks=[recorder.check]
+            )
+            schema.check_all(self)
+        self.assertEqual(len(schema.operations()), 3)
+        self.assertGreaterEqual(sum(recorder.statuses.values()), 3)
+        self.assertNotIn(401, recorder.statuses)
 
     def test_a_broken_operation_fails_its_subtest_only(self) -> None:
         """A response that contradicts the schema fails that operation's subTest."""

@@ -487,3 +487,34 @@ def test_help_lists_the_subcommands() -> None:
     assert done.returncode == 0
     assert re.search(r"^\s+watch\s+run a command", done.stdout, re.MULTILINE)
     assert re.search(r"^\s+doctor\s+check", done.stdout, re.MULTILINE)
+
+
+def test_reports_a_leaking_stock_test_with_its_true_peak() -> None:
+    """Around a stock live-server test that pins a session per keep-alive client,
+    watch reports the peak an independent pg_stat_activity sampler saw."""
+    from tests._sampler import Sampler
+
+    datname = f"test_safelive_watchleak_{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "SCENARIO_IMPL": "stock",
+        "SAFELIVE_TEST_DB_NAME": datname,
+        "PGHOST": HOST,
+        "PGPORT": PORT,
+    }
+    env.pop("PYTEST_XDIST_WORKER", None)
+    command = [
+        sys.executable, "-m", "django_safelive", "watch", "--database-url", URL,
+        "--interval", "0.01", "--",
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        "tests/scenarios/keepalive.py",
+    ]  # fmt: skip
+    with Sampler(datname, HOST, int(PORT)) as sampler:
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+    by_datname = done.stderr.split("Peak by datname:", 1)[1]
+    found = re.search(rf"^\s+{datname}\s+(\d+)$", by_datname, re.MULTILINE)
+    assert found, done.stderr
+    assert sampler.peak > 8, sampler.peak  # Django's server: one per client
+    assert abs(int(found.group(1)) - sampler.peak) <= 1, (found.group(1), sampler.peak)
