@@ -79,8 +79,8 @@ class Holder:
                 f"opened {now - self.opened_at:.1f}s ago, closed after "
                 f"{self.closed_at - self.opened_at:.1f}s"
             )
-        backend = f" ({self.backend})" if self.backend else ""
-        line = f"{self.role} {self.thread_name!r}{backend}{serving}, {timing}"
+        backend = f", {self.backend}" if self.backend else ""
+        line = f"{self.role} {self.thread_name!r}{serving}, {timing}{backend}"
         if self.stack:
             line += "\n    opened at:\n" + textwrap.indent(self.stack, "    ")
         return line.rstrip("\n")

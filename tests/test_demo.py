@@ -61,11 +61,8 @@ def test_throwaway_cluster(tmp_path: Path) -> None:
     assert clusters() <= before
 
 
-def test_existing_server_is_left_as_it_was() -> None:
-    """With --database-url the demo drops the test databases stock left behind."""
-    status, output = demo("--database-url", "postgresql://postgres@127.0.0.1:5432/x")
-    assert status == 0, output
-    assert row(output, OURS)[0] == "passed"
+def demo_databases() -> set[str]:
+    """The demo's test databases on the local server right now."""
     conn = connect()
     try:
         with conn.cursor() as cursor:
@@ -73,9 +70,18 @@ def test_existing_server_is_left_as_it_was() -> None:
                 "SELECT datname FROM pg_database WHERE datname LIKE %s",
                 ["test\\_safelive\\_demo\\_%"],
             )
-            assert cursor.fetchall() == []
+            return {name for (name,) in cursor.fetchall()}
     finally:
         conn.close()
+
+
+def test_existing_server_is_left_as_it_was() -> None:
+    """With --database-url the demo leaves no test database of its own behind."""
+    before = demo_databases()
+    status, output = demo("--database-url", "postgresql://postgres@127.0.0.1:5432/x")
+    assert status == 0, output
+    assert row(output, OURS)[0] == "passed", output
+    assert demo_databases() - before == set(), output
 
 
 def test_no_postgresql_falls_back_to_sqlite(

@@ -112,7 +112,9 @@ class SharedBudgetTests(LiveServerTestCase):
         message = str(caught.exception)
         # The test thread's session, named as pg_stat_activity / the processlist do.
         if backend := _backend.test_thread_backend():
-            self.assertIn(f"test thread 'MainThread' ({backend})", message)
+            self.assertRegex(
+                message, rf"test thread 'MainThread', open for .*s, {backend}\n"
+            )
         self.assertIn("alias 'default'", message)
         self.assertIn("other thread", message)
         self.assertIn("budget of 3", message)
