@@ -63,6 +63,9 @@ def tests(session: nox.Session, django: str, driver: str) -> None:
     """Run the test suite against real PostgreSQL."""
     _install(session, django, driver)
     newest = (session.python, django, driver) == MATRIX[-1]
+    if newest:
+        # watch and doctor fall back to psycopg2 without psycopg 3: test that too.
+        session.install(DRIVERS["psycopg2"])
     session.run(
         "coverage", "run", "-m", "pytest", *session.posargs,
         env={
@@ -148,7 +151,10 @@ def mypy(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the documentation site; any Sphinx warning is an error."""
-    session.install("sphinx>=7", "furo", "myst-parser>=2", "-e", ".[all]")
+    # pytest-django: the API reference documents the pytest fixture's class.
+    session.install(
+        "sphinx>=7", "furo", "myst-parser>=2", "pytest-django>=4.8", "-e", ".[all]"
+    )
     session.run(
         "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )

@@ -152,7 +152,8 @@ def test_total_budget_is_split_across_xdist_workers() -> None:
 @pytest.mark.skipif(django.VERSION < (5, 1), reason="Django's pool is 5.1+")
 def test_pool_larger_than_the_budget() -> None:
     """A psycopg pool whose max_size exceeds the budget is warned about."""
-    pytest.importorskip("psycopg_pool")
+    import psycopg_pool  # noqa: F401  # psycopg[pool], in the test environment
+
     status, output = run(DOCTOR_VARIANT="pool")
     assert status == 1, output
     assert "pool min_size 1, max_size 20" in output

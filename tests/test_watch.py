@@ -266,7 +266,8 @@ def test_peak_within_fail_above_passes() -> None:
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     """--plot draws the timeline to a PNG file."""
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  # the [plot] extra: installed for the tests
+
     path = tmp_path / "sessions.png"
     done = cli(
         "watch", "--database-url", URL, "--plot", str(path),
@@ -315,7 +316,8 @@ def test_psycopg2_when_psycopg_3_is_missing(
     url: str, status: int, expected: str
 ) -> None:
     """Without psycopg 3, watch samples (and reports errors) through psycopg2."""
-    pytest.importorskip("psycopg2")
+    import psycopg2  # noqa: F401  # installed beside psycopg 3 for this test
+
     # None in sys.modules makes `import psycopg` fail as if it were missing.
     script = (
         "import sys; sys.modules['psycopg'] = None\n"
