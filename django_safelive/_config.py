@@ -237,18 +237,24 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
     )
 
 
-def pool_max_size(alias: str) -> int | None:
-    """The ``max_size`` of Django 5.1+'s psycopg pool for `alias`, if it pools."""
-    from django.db import connections
-
-    pool = connections.settings[alias].get("OPTIONS", {}).get("pool")
+def pool_sizes(settings_dict: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(min_size, max_size) of a database's Django 5.1+ psycopg pool, if it pools."""
+    pool = settings_dict.get("OPTIONS", {}).get("pool")
     if not pool:
         return None
     options = pool if isinstance(pool, Mapping) else {}
     # psycopg_pool's defaults: min_size 4, and max_size None meaning min_size.
-    min_size = options.get("min_size", 4)
+    min_size = int(options.get("min_size", 4))
     max_size = options.get("max_size")
-    return int(max_size if max_size is not None else min_size)
+    return min_size, int(max_size if max_size is not None else min_size)
+
+
+def pool_max_size(alias: str) -> int | None:
+    """The ``max_size`` of Django 5.1+'s psycopg pool for `alias`, if it pools."""
+    from django.db import connections
+
+    sizes = pool_sizes(connections.settings[alias])
+    return None if sizes is None else sizes[1]
 
 
 # The slots an ordinary role may use: PostgreSQL keeps superuser_reserved_connections

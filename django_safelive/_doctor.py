@@ -16,9 +16,6 @@ from typing import Any
 
 TAKES_COMMAND = False
 
-# psycopg_pool.ConnectionPool's own defaults, which Django keeps for pool=True.
-POOL_MIN_SIZE = 4
-
 _SERVER = """
     SELECT current_setting('server_version'),
            current_setting('max_connections')::int,
@@ -66,15 +63,6 @@ class Findings:
     problems: list[str] = field(default_factory=list)
 
 
-def _pool_sizes(options: Any) -> tuple[int, int] | None:
-    """(min_size, max_size) of Django's psycopg pool (5.1+), or None without one."""
-    if not options:
-        return None
-    sizes = options if isinstance(options, dict) else {}
-    min_size = int(sizes.get("min_size", POOL_MIN_SIZE))
-    return min_size, int(sizes.get("max_size") or min_size)
-
-
 def _address(settings_dict: dict[str, Any]) -> str:
     host = settings_dict.get("HOST") or "the default host"
     return f"{host}:{settings_dict.get('PORT') or 5432}"
@@ -116,7 +104,12 @@ def diagnose(xdist: int | None) -> tuple[list[str], Findings]:
     from django.core.exceptions import ImproperlyConfigured
     from django.db import connections
 
-    from django_safelive._config import resolve, total_budget, xdist_workers
+    from django_safelive._config import (
+        pool_sizes,
+        resolve,
+        total_budget,
+        xdist_workers,
+    )
 
     findings = Findings()
     version = ".".join(map(str, django.VERSION[:3]))
@@ -208,7 +201,7 @@ def diagnose(xdist: int | None) -> tuple[list[str], Findings]:
                 f"database {alias!r}: CONN_MAX_AGE = {conn_max_age}: "
                 + CONN_MAX_AGE_ADVICE
             )
-        pool = _pool_sizes(settings_dict.get("OPTIONS", {}).get("pool"))
+        pool = pool_sizes(settings_dict)
         lines.append(
             _line(
                 "pool",

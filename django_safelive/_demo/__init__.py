@@ -26,6 +26,7 @@ from typing import Any
 
 from django_safelive._cluster import Cluster, ClusterError
 from django_safelive._watch import (
+    Sample,
     Sampler,
     Timeline,
     WatchError,
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if write_plot is not None:
         _plot(outcomes, Path(args.plot))
         print(f"\nSession timelines written to {args.plot}")
-    stock, safe = outcomes
+    safe = outcomes[-1]
     return 0 if safe.returncode == 0 else 1
 
 
@@ -172,9 +173,11 @@ def _run_suite(
         with Sampler(connect(target), interval=0.02).running() as timeline:
             done = _subprocess(command, env, workdir)
         _drop_leftovers(target, test_db)
-        for sample in timeline.samples:
-            rows = tuple(r for r in sample.rows if r.datname == test_db)
-            object.__setattr__(sample, "rows", rows)
+        # Only this run's test database: the server may serve others too.
+        timeline.samples = [
+            Sample(sample.at, tuple(r for r in sample.rows if r.datname == test_db))
+            for sample in timeline.samples
+        ]
     else:
         done = _subprocess(command, env, workdir)
     output = done.stdout + done.stderr
