@@ -1,15 +1,39 @@
-"""Test matrix and checks. `nox` runs them all; `nox -s tests` just the tests."""
+"""Test matrix and checks. `nox` runs them all; `nox -s tests` just the tests.
+
+Works on a machine with one supported Python and no database running:
+
+- each session's interpreter is looked for on PATH, in pyenv's and in uv's
+  installed versions (never downloaded); a session whose Python is missing is
+  skipped with one line, or fails where the ``CI`` variable is set;
+- when no PostgreSQL answers at PGHOST:PGPORT (default 127.0.0.1:5432), a
+  throwaway cluster is started there for the run and removed afterwards; the
+  same for MariaDB at MYSQL_HOST:MYSQL_PORT (default 127.0.0.1:3306), whose
+  session is skipped locally (and fails on CI) without the server binaries.
+"""
 
 from __future__ import annotations
 
+import atexit
+import glob
+import importlib.util
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.error_on_missing_interpreters = True
 nox.options.sessions = ["tests", "backends", "lint", "mypy", "docs", "coverage"]
+
+ROOT = Path(__file__).resolve().parent
+ON_CI = bool(os.environ.get("CI"))
+SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
 
 # Explicit (Python, Django, driver) triples: every supported pair once, the
 # PostgreSQL driver alternating so both are tested on every Django series.
@@ -35,9 +59,189 @@ TEST_DEPS = [
     "requests>=2.31",
     "coverage[toml]>=7.4",
 ]
-DEFAULT_PYTHON = "3.13"
+# pytest-xdist workers per test session, each with a test database of its own.
+TEST_PROCESSES = os.environ.get("SAFELIVE_TEST_PROCESSES", "2")
+# Many tests start Python subprocesses (a pytest run on Django's server and on
+# ours). Without bytecode caches each recompiles every module it imports and
+# pytest rewrites every plugin's asserts again: about 6 s of CPU per process.
+# The caches go under .nox/, so the checkout stays clean.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault("PYTHONPYCACHEPREFIX", str(ROOT / ".nox" / "pycache"))
 
 
+# -- interpreters ---------------------------------------------------------------
+def _version_of(executable: str) -> str | None:
+    """`executable`'s "X.Y", or None when it does not run (a pyenv shim whose
+    version is not selected, say)."""
+    try:
+        done = subprocess.run(
+            [executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _candidates(version: str) -> list[str]:
+    """Where an interpreter for `version` may be: PATH, pyenv, uv, newest first."""
+    found = [sys.executable, shutil.which(f"python{version}") or ""]
+    pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    uv_root = os.environ.get("UV_PYTHON_INSTALL_DIR") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
+        "uv",
+        "python",
+    )
+    patterns = [
+        f"{pyenv_root}/versions/{version}.*/bin/python{version}",
+        f"{uv_root}/cpython-{version}.*/bin/python{version}",
+    ]
+    for pattern in patterns:
+        # The highest patch release first: 3.12.10 sorts after 3.12.9.
+        found += sorted(
+            glob.glob(pattern),
+            key=lambda path: [int(n) for n in re.findall(r"\d+", path)],
+            reverse=True,
+        )
+    return [path for path in found if path]
+
+
+def find_python(version: str) -> str | None:
+    """The path of a working Python `version` on this machine, or None."""
+    for candidate in _candidates(version):
+        if _version_of(candidate) == version:
+            return candidate
+    return None
+
+
+PYTHONS = {version: find_python(version) for version in SUPPORTED}
+
+
+def _python(version: str) -> str | bool:
+    # False: run the session without a virtualenv, so that it can skip itself.
+    return PYTHONS[version] or False
+
+
+def _newest_python() -> str | bool:
+    """The Python running nox when it is supported, else the newest found."""
+    running = "{}.{}".format(*sys.version_info[:2])
+    if running in SUPPORTED:
+        return sys.executable
+    found = [PYTHONS[version] for version in SUPPORTED if PYTHONS[version]]
+    return found[-1] if found else False
+
+
+DEFAULT_PYTHON = _newest_python()
+
+
+def _require_python(session: nox.Session, version: str) -> None:
+    """Skip the session (fail it on CI) when Python `version` is not installed."""
+    if PYTHONS[version] is None:
+        message = (
+            f"Python {version} not found (looked on PATH, in pyenv's and uv's "
+            "versions): install it to run this session"
+        )
+        if ON_CI:
+            session.error(message)
+        session.skip(message)
+
+
+def _require_newest_python(session: nox.Session) -> None:
+    if DEFAULT_PYTHON is False:
+        session.error(f"no supported Python ({', '.join(SUPPORTED)}) found")
+
+
+# -- databases ------------------------------------------------------------------
+def _load_cluster_module() -> ModuleType:
+    """django_safelive/_cluster.py, which needs only the standard library,
+    loaded without the package (whose import needs Django)."""
+    path = ROOT / "django_safelive" / "_cluster.py"
+    spec = importlib.util.spec_from_file_location("_safelive_cluster", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_INSTALL = {
+    "PostgreSQL": "postgresql (Debian/Ubuntu: apt-get install postgresql; "
+    "macOS: brew install postgresql)",
+    "MariaDB": "mariadb-server (Debian/Ubuntu: apt-get install mariadb-server; "
+    "macOS: brew install mariadb)",
+}
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# server name -> None when it answers or runs, else why it cannot be had
+_database_state: dict[str, str | None] = {}
+_throwaway: list[Any] = []
+
+
+def _address(server: str) -> tuple[str, int]:
+    if server == "PostgreSQL":
+        return os.environ.get("PGHOST", "127.0.0.1"), int(
+            os.environ.get("PGPORT", "5432")
+        )
+    return os.environ.get("MYSQL_HOST", "127.0.0.1"), int(
+        os.environ.get("MYSQL_PORT", "3306")
+    )
+
+
+def _bring_up(server: str) -> str | None:
+    """Make `server` answer at its configured address; None, or why it can't."""
+    cluster = _load_cluster_module()
+    host, port = _address(server)
+    if cluster.listening(host, port):
+        return None
+    where = f"{host}:{port}"
+    if host not in _LOCAL_HOSTS:
+        return f"no {server} answers at {where}, and it is not this machine"
+    try:
+        if server == "PostgreSQL":
+            started = cluster.Cluster(max_connections=100, port=port)
+        else:
+            started = cluster.MariaDBServer(port=port)
+    except cluster.ClusterError:
+        return (
+            f"no {server} answers at {where} and no server binaries were "
+            f"found to start one: install {_INSTALL[server]}"
+        )
+    print(
+        f"nox > no {server} at {where}: starting a throwaway server there "
+        "for this run (removed at the end)",
+        flush=True,
+    )
+    started.start()
+    _throwaway.append(started)
+    return None
+
+
+@atexit.register
+def _stop_throwaway_servers() -> None:
+    while _throwaway:
+        _throwaway.pop().stop()
+
+
+def _require_database(session: nox.Session, server: str, *, skippable: bool) -> None:
+    """Make sure `server` answers, starting a throwaway one if needed.
+
+    Without it: fail, or skip locally when `skippable` (only on CI is every
+    backend required).
+    """
+    if server not in _database_state:
+        _database_state[server] = _bring_up(server)
+    problem = _database_state[server]
+    if problem is None:
+        return
+    if skippable and not ON_CI:
+        session.skip(problem)
+    missing = [name for name, state in _database_state.items() if state]
+    if len(missing) > 1:
+        problem = "no database server to test against: install " + " and ".join(
+            _INSTALL[name] for name in missing
+        )
+    session.error(problem)
+
+
+# -- sessions -------------------------------------------------------------------
 def _database_name(session: nox.Session) -> str:
     """A test database of the session's own, so concurrent runs never collide."""
     return "test_safelive_" + re.sub(r"\W+", "_", session.name).strip("_")[:40]
@@ -53,29 +257,37 @@ def _install(session: nox.Session, django: str, driver: str) -> None:
     )
 
 
-@nox.session
-@nox.parametrize(
-    ("python", "django", "driver"),
-    MATRIX,
-    ids=[f"py{py}-django{dj}-{drv}" for py, dj, drv in MATRIX],
-)
-def tests(session: nox.Session, django: str, driver: str) -> None:
-    """Run the test suite against real PostgreSQL."""
-    _install(session, django, driver)
-    newest = (session.python, django, driver) == MATRIX[-1]
-    if newest:
-        # watch and doctor fall back to psycopg2 without psycopg 3: test that too.
-        session.install(DRIVERS["psycopg2"])
+def _pytest(session: nox.Session, env: dict[str, str]) -> None:
+    """pytest under coverage, in TEST_PROCESSES workers unless told otherwise."""
+    workers = [] if session.posargs else ["-n", TEST_PROCESSES]
     session.run(
-        "coverage", "run", "-m", "pytest", *session.posargs,
+        "coverage", "run", "-m", "pytest", *workers, *session.posargs,
         env={
             "PYTHONDEVMODE": "1",
             "COVERAGE_FILE": f".coverage.{session.name}",
             "SAFELIVE_TEST_DB_NAME": _database_name(session),
-            # The command-line tools' tests run once, on the newest pair.
-            "SAFELIVE_TEST_TOOLING": "1" if newest else "0",
+            **env,
         },
     )  # fmt: skip
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "version", "django", "driver"),
+    [(_python(py), py, dj, drv) for py, dj, drv in MATRIX],
+    ids=[f"py{py}-django{dj}-{drv}" for py, dj, drv in MATRIX],
+)
+def tests(session: nox.Session, version: str, django: str, driver: str) -> None:
+    """Run the test suite against real PostgreSQL."""
+    _require_python(session, version)
+    _require_database(session, "PostgreSQL", skippable=False)
+    _install(session, django, driver)
+    newest = (version, django, driver) == MATRIX[-1]
+    if newest:
+        # watch and doctor fall back to psycopg2 without psycopg 3: test that too.
+        session.install(DRIVERS["psycopg2"])
+    # The command-line tools' tests run once, on the newest pair.
+    _pytest(session, {"SAFELIVE_TEST_TOOLING": "1" if newest else "0"})
 
 
 # The shared behaviour tests on every other backend (tests/conftest.py picks
@@ -96,29 +308,26 @@ def backends(
     session: nox.Session, backend: str, django: str, driver: str | None
 ) -> None:
     """The shared behaviour tests on the psycopg pool, MariaDB and SQLite."""
+    _require_newest_python(session)
+    # The sampler and the watch command read PostgreSQL, whatever the backend.
+    _require_database(session, "PostgreSQL", skippable=False)
+    if backend == "mariadb":
+        _require_database(session, "MariaDB", skippable=True)
     session.install(
         f"django~={django}.0",
         *([driver] if driver else []),
-        # The sampler and the watch command read PostgreSQL with psycopg.
         DRIVERS["psycopg"],
         "-e",
         ".[hypothesis,schemathesis]",
         *TEST_DEPS,
     )
-    session.run(
-        "coverage", "run", "-m", "pytest", *session.posargs,
-        env={
-            "PYTHONDEVMODE": "1",
-            "COVERAGE_FILE": f".coverage.{session.name}",
-            "SAFELIVE_TEST_DB": backend,
-            "SAFELIVE_TEST_DB_NAME": _database_name(session),
-        },
-    )  # fmt: skip
+    _pytest(session, {"SAFELIVE_TEST_DB": backend})
 
 
 @nox.session(python=DEFAULT_PYTHON)
 def coverage(session: nox.Session) -> None:
     """Combine the test sessions' coverage and report it."""
+    _require_newest_python(session)
     session.install("coverage[toml]>=7.4")
     session.run("coverage", "combine", success_codes=[0, 1])
     session.run("coverage", "report")
@@ -127,6 +336,7 @@ def coverage(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
+    _require_newest_python(session)
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -135,6 +345,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def mypy(session: nox.Session) -> None:
     """mypy --strict with django-stubs."""
+    _require_newest_python(session)
     session.install(
         "mypy",
         "django-stubs",
@@ -151,6 +362,7 @@ def mypy(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def docs(session: nox.Session) -> None:
     """Build the documentation site; any Sphinx warning is an error."""
+    _require_newest_python(session)
     # pytest-django: the API reference documents the pytest fixture's class.
     session.install(
         "sphinx>=7", "furo", "myst-parser>=2", "pytest-django>=4.8", "-e", ".[all]"
@@ -163,6 +375,8 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def stress(session: nox.Session) -> None:
     """Faults and load at full counts: 32 clients x 1,000 requests, 200 cycles."""
+    _require_newest_python(session)
+    _require_database(session, "PostgreSQL", skippable=False)
     _install(session, "6.1", "psycopg")
     session.run(
         "pytest", "tests/test_faults.py", "tests/test_load.py",
@@ -178,6 +392,7 @@ def stress(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def demo(session: nox.Session) -> None:
     """The main job: `python -m django_safelive demo` in a fresh environment."""
+    _require_newest_python(session)
     session.install("-e", ".[all]")
     session.run("python", "-m", "django_safelive", "demo", *session.posargs)
 
@@ -186,6 +401,8 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Stock Django vs django-safelive single/pool-2/4/8 vs Schemathesis from_wsgi:
     requests/s, sessions, Schemathesis time, drain; --json, --plot."""
+    _require_newest_python(session)
+    _require_database(session, "PostgreSQL", skippable=False)
     _install(session, "6.1", "psycopg")
     session.install("waitress", "cheroot")
     session.run(

@@ -1,10 +1,16 @@
-"""A throwaway PostgreSQL cluster with a small ``max_connections``.
+"""Throwaway database servers: PostgreSQL (and MariaDB, for the test run).
 
-Used by ``python -m django_safelive demo`` and by the connection-limit tests:
-``initdb`` and ``pg_ctl`` in a temporary directory, listening on loopback only,
-removed again by :meth:`Cluster.stop`. The server binaries are found on PATH,
-through ``pg_config``, or in Debian's and Homebrew's usual places. PostgreSQL
-refuses to run as root, so under root it runs as the ``postgres`` user.
+``Cluster`` is used by ``python -m django_safelive demo``, by the
+connection-limit tests and by the test run on a machine where no PostgreSQL
+answers: ``initdb`` and ``pg_ctl`` in a temporary directory, listening on
+loopback only, removed again by :meth:`Cluster.stop`. The server binaries are
+found on PATH, through ``pg_config``, or in Debian's and Homebrew's usual
+places. PostgreSQL refuses to run as root, so under root it runs as the
+``postgres`` user. ``MariaDBServer`` does the same with ``mariadb-install-db``
+and ``mariadbd``.
+
+This module needs nothing but the standard library, so that the noxfile can
+load it before any virtual environment exists.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -61,12 +68,39 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def listening(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at `host`:`port`."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _run_as(user: str | None, command: list[str]) -> list[str]:
+    return command if user is None else ["runuser", "-u", user, "--", *command]
+
+
+def _unprivileged(user: str, server: str) -> str | None:
+    """`user` when running as root (database servers refuse root), else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise ClusterError(
+            f"{server} refuses to run as root and there is no {user!r} user to "
+            "run it as: run as another user, or create one"
+        ) from None
+    return user
+
+
 class Cluster:
     """initdb + pg_ctl in a temporary directory; as the postgres user when root."""
 
     host = "127.0.0.1"
 
-    def __init__(self, max_connections: int) -> None:
+    def __init__(self, max_connections: int, port: int | None = None) -> None:
         bindir = find_bindir()
         if bindir is None:
             raise ClusterError(
@@ -75,18 +109,9 @@ class Cluster:
                 "(Debian: apt-get install postgresql; macOS: brew install "
                 "postgresql), or use an existing server"
             )
-        self._user: str | None = None
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam("postgres")
-            except KeyError:
-                raise ClusterError(
-                    "PostgreSQL refuses to run as root and there is no 'postgres' "
-                    "user to run it as: run as another user, or create one"
-                ) from None
-            self._user = "postgres"
+        self._user = _unprivileged("postgres", "PostgreSQL")
         self.max_connections = max_connections
-        self.port = _free_port()
+        self.port = port or _free_port()
         self._bindir = bindir
         self._dir = Path(tempfile.mkdtemp(prefix="safelive-pg-"))
         self._data = self._dir / "data"
@@ -98,9 +123,7 @@ class Cluster:
         return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
-        command = [str(self._bindir / args[0]), *args[1:]]
-        if self._user is not None:
-            command = ["runuser", "-u", self._user, "--", *command]
+        command = _run_as(self._user, [str(self._bindir / args[0]), *args[1:]])
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             raise ClusterError(
@@ -143,6 +166,120 @@ class Cluster:
             shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+_MARIADB_PLACES = [
+    "/usr/sbin",  # Debian, Ubuntu
+    "/usr/libexec",  # RHEL, Fedora
+    "/opt/homebrew/bin",
+    "/opt/homebrew/opt/mariadb/bin",
+    "/usr/local/bin",
+    "/usr/local/opt/mariadb/bin",
+]
+
+
+def find_mariadb() -> tuple[Path, Path] | None:
+    """``(mariadbd, mariadb-install-db)``, found on PATH or in the usual places."""
+    places = [os.path.dirname(p) for p in (shutil.which("mariadbd"),) if p]
+    for place in [*places, *_MARIADB_PLACES]:
+        server = Path(place) / "mariadbd"
+        if server.exists():
+            install = shutil.which("mariadb-install-db") or str(
+                Path(place) / "mariadb-install-db"
+            )
+            if Path(install).exists():
+                return server, Path(install)
+    return None
+
+
+class MariaDBServer:
+    """A throwaway MariaDB server in a temporary directory, on loopback only:
+    ``root`` with an empty password, and a ``test`` database."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, port: int | None = None) -> None:
+        found = find_mariadb()
+        if found is None:
+            raise ClusterError(
+                "no MariaDB server binaries (mariadbd, mariadb-install-db) found "
+                "on PATH or in the usual places: install them (Debian: apt-get "
+                "install mariadb-server; macOS: brew install mariadb)"
+            )
+        self._server, self._install = found
+        self._user = _unprivileged("mysql", "MariaDB")
+        self.port = port or _free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="safelive-mariadb-"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Create the data directory and start the server; clean up on failure."""
+        as_user = [f"--user={self._user}"] if self._user else []
+        data = self._dir / "data"
+        try:
+            if self._user is not None:
+                shutil.chown(self._dir, self._user, self._user)
+            done = subprocess.run(
+                [str(self._install), "--no-defaults", f"--datadir={data}",
+                 "--auth-root-authentication-method=normal", *as_user],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if done.returncode:
+                raise ClusterError(
+                    f"mariadb-install-db failed ({done.returncode}): "
+                    f"{(done.stderr or done.stdout).strip()[-500:]}"
+                )
+            self._process = subprocess.Popen(
+                [str(self._server), "--no-defaults", f"--datadir={data}",
+                 f"--port={self.port}", f"--bind-address={self.host}",
+                 f"--socket={self._dir / 'socket'}",
+                 f"--pid-file={self._dir / 'pid'}",
+                 f"--log-error={self._dir / 'log'}",
+                 "--innodb-buffer-pool-size=32M", "--innodb-flush-log-at-trx-commit=0",
+                 *as_user],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            deadline = time.monotonic() + timeout
+            while not listening(self.host, self.port, timeout=0.2):
+                if not self.running or time.monotonic() > deadline:
+                    log = self._dir / "log"
+                    tail = log.read_text()[-500:] if log.exists() else ""
+                    raise ClusterError(f"mariadbd did not start: {tail.strip()}")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        try:
+            if self._process is not None and self._process.poll() is None:
+                self._process.terminate()
+                try:
+                    self._process.wait(30)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait()
+        finally:
+            self._process = None
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> MariaDBServer:
         self.start()
         return self
 

@@ -9,12 +9,12 @@ django-safelive's own accounting.
 from __future__ import annotations
 
 import os
-import time
 
 from django.db import connection
 
 from django_safelive._budget import SERVER_WORKER, guard
 from django_safelive._config import pool_max_size
+from tests._waiting import wait_for
 
 BACKEND = os.environ.get("SAFELIVE_TEST_DB", "postgres")
 
@@ -22,12 +22,23 @@ _OTHER_SESSIONS = {
     "postgresql": """
         SELECT count(*) FROM pg_stat_activity
         WHERE datname = current_database() AND pid <> pg_backend_pid()
+          AND backend_type = 'client backend'
     """,
     "mysql": """
         SELECT COUNT(*) FROM information_schema.PROCESSLIST
         WHERE DB = DATABASE() AND ID <> CONNECTION_ID()
     """,
 }
+# A test thread's session that Django closed a moment ago (between Hypothesis
+# examples, say) may linger while its backend exits: it is not the server's.
+_NOT_A_TEST_THREAD = {"postgresql": "AND application_name NOT LIKE '%:test'"}
+
+
+def _count_others(condition: str = "") -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(_OTHER_SESSIONS[connection.vendor] + condition)
+        (others,) = cursor.fetchone()
+    return int(others)
 
 
 def reported_by_server() -> bool:
@@ -51,17 +62,14 @@ def shared_connection() -> bool:
 def total_sessions() -> int:
     """Every session on the test database, the test thread's own included."""
     if reported_by_server():
-        with connection.cursor() as cursor:
-            cursor.execute(_OTHER_SESSIONS[connection.vendor])
-            (others,) = cursor.fetchone()
-        return int(others) + 1
+        return _count_others() + 1
     return guard.count("default")
 
 
 def server_sessions() -> int:
     """Sessions the live server's workers hold right now."""
     if reported_by_server() and not pooled():
-        return total_sessions() - 1
+        return _count_others(_NOT_A_TEST_THREAD.get(connection.vendor, ""))
     return sum(1 for h in guard.holders("default") if h.role == SERVER_WORKER)
 
 
@@ -69,13 +77,14 @@ def settled_server_sessions(grace: float = 2.0) -> int:
     """Server sessions once closed ones are gone from the database's own list.
 
     MariaDB ends a closed connection's thread asynchronously: a session closed
-    a moment ago may linger in the processlist for a few milliseconds. On
-    PostgreSQL django-safelive itself waits for them, so no grace is given.
+    a moment ago (the test thread's, between examples) may linger in the
+    processlist for a few milliseconds, and MariaDB cannot tell whose it was.
+    On PostgreSQL django-safelive itself waits for the server's, so no grace
+    is given.
     """
-    deadline = time.monotonic() + (grace if connection.vendor == "mysql" else 0)
-    while (count := server_sessions()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return count
+    if connection.vendor == "mysql":
+        wait_for(lambda: server_sessions() == 0, grace)
+    return server_sessions()
 
 
 def test_thread_backend() -> str | None:

@@ -13,11 +13,20 @@ def sessions(application_name_like: str = "%") -> list[tuple[int, str, str]]:
             SELECT pid, application_name, coalesce(state, '')
             FROM pg_stat_activity
             WHERE datname = current_database() AND pid <> pg_backend_pid()
-              AND application_name LIKE %s
+              AND backend_type = 'client backend' AND application_name LIKE %s
             """,
             [application_name_like],
         )
         return list(cursor.fetchall())
+
+
+def server_sessions() -> list[tuple[int, str, str]]:
+    """Every other session on the test database but a test thread's.
+
+    A test thread's session that Django closed a moment ago (between Hypothesis
+    examples, say) may linger while its backend exits; it is not the server's.
+    """
+    return [row for row in sessions() if not row[1].endswith(":test")]
 
 
 def worker_sessions() -> list[tuple[int, str, str]]:

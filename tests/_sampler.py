@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from types import TracebackType
@@ -26,7 +27,12 @@ except ImportError:  # pragma: no cover - the psycopg2-only environments
         return conn
 
 
-def connect(host: str = "127.0.0.1", port: int = 5432) -> Any:
+# Where the tests' PostgreSQL is: tests/settings.py reads the same variables.
+PGHOST = os.environ.get("PGHOST", "127.0.0.1")
+PGPORT = int(os.environ.get("PGPORT", "5432"))
+
+
+def connect(host: str = PGHOST, port: int = PGPORT) -> Any:
     """A raw driver connection to the server's postgres database, autocommit."""
     return _connect(host, port)
 
@@ -36,7 +42,9 @@ def count_sessions(conn: Any, datname: str, prefix: bool = False) -> int:
     condition = "starts_with(datname, %s)" if prefix else "datname = %s"
     with conn.cursor() as cursor:
         cursor.execute(
-            f"SELECT count(*) FROM pg_stat_activity WHERE {condition}", [datname]
+            "SELECT count(*) FROM pg_stat_activity "
+            f"WHERE backend_type = 'client backend' AND {condition}",
+            [datname],
         )
         row = cursor.fetchone()
     return int(row[0])
@@ -51,8 +59,8 @@ class Sampler:
     def __init__(
         self,
         datname: str,
-        host: str = "127.0.0.1",
-        port: int = 5432,
+        host: str = PGHOST,
+        port: int = PGPORT,
         prefix: bool = False,
     ) -> None:
         self.datname = datname

@@ -252,6 +252,12 @@ def server_slots() -> int:
 class ServerLimitTests(SimpleTestCase):
     databases = {"default"}
 
+    def setUp(self) -> None:
+        # One test process, even when this suite runs under pytest-xdist.
+        patcher = mock.patch.dict(os.environ, {"PYTEST_XDIST_WORKER_COUNT": "1"})
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
     def test_budget_larger_than_the_server_allows(self) -> None:
         """A budget past PostgreSQL's max_connections is refused before the server."""
         slots = server_slots()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import glob
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,7 +14,7 @@ import pytest
 
 from django_safelive import _cluster
 from django_safelive.__main__ import main
-from tests._sampler import connect
+from tests._sampler import PGHOST, PGPORT, connect
 from tests.test_root_causes import BUDGET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,11 +22,15 @@ STOCK = "hypothesis.extra.django.LiveServerTestCase"
 OURS = "django_safelive.hypothesis.LiveServerTestCase"
 
 
-def demo(*args: str) -> tuple[int, str]:
+def demo(*args: str, tmpdir: str | None = None) -> tuple[int, str]:
     """Run the demo command in a subprocess; its exit status and output."""
+    env = {**os.environ, **({"TMPDIR": tmpdir} if tmpdir else {})}
+    # The demo is a run of its own, not one of our pytest-xdist workers.
+    env.pop("PYTEST_XDIST_WORKER_COUNT", None)
     done = subprocess.run(
         [sys.executable, "-m", "django_safelive", "demo", "--examples", "10", *args],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -40,16 +45,18 @@ def row(output: str, label: str) -> list[str]:
     return found.group(1).split()
 
 
-def clusters() -> set[str]:
-    """The throwaway clusters' directories that exist right now."""
-    return set(glob.glob(str(Path(tempfile.gettempdir()) / "safelive-pg-*")))
-
-
 def test_throwaway_cluster(tmp_path: Path) -> None:
     """On a small throwaway server stock fails refused, ours passes; none is left."""
-    before = clusters()
+    # A temporary directory of the demo's own, which the server's user can
+    # enter, so that other tests' clusters running meanwhile are not counted.
+    tmpdir = tempfile.mkdtemp(prefix="safelive-demo-")
+    os.chmod(tmpdir, 0o755)
     plot = tmp_path / "sessions.png"
-    status, output = demo("--plot", str(plot))
+    try:
+        status, output = demo("--plot", str(plot), tmpdir=tmpdir)
+        left = os.listdir(tmpdir)
+    finally:
+        shutil.rmtree(tmpdir)
     assert status == 0, output
     result, peak, refused, *_ = row(output, STOCK)
     assert (result, int(peak) > BUDGET, int(refused) > 0) == ("FAILED", True, True)
@@ -58,7 +65,7 @@ def test_throwaway_cluster(tmp_path: Path) -> None:
     assert 1 <= int(peak) <= BUDGET
     assert int(requests) >= 10
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    assert clusters() <= before
+    assert left == [], left
 
 
 def demo_databases() -> set[str]:
@@ -78,7 +85,8 @@ def demo_databases() -> set[str]:
 def test_existing_server_is_left_as_it_was() -> None:
     """With --database-url the demo leaves no test database of its own behind."""
     before = demo_databases()
-    status, output = demo("--database-url", "postgresql://postgres@127.0.0.1:5432/x")
+    url = f"postgresql://postgres@{PGHOST}:{PGPORT}/x"
+    status, output = demo("--database-url", url)
     assert status == 0, output
     assert row(output, OURS)[0] == "passed", output
     assert demo_databases() - before == set(), output

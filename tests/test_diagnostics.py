@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import unittest
 import uuid
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from django_safelive._config import resolve
 from django_safelive._pytest_server import SafeLiveServer
 from django_safelive.plugin import SESSIONS_PROPERTY, _SessionSummary
 from tests._clients import get
+from tests._waiting import wait_for
 from tests.testapp import urls, views
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,14 +74,6 @@ def get_with_secrets(url: str) -> requests.Response:
         return client.get(
             f"{base}?token={SECRET}&{query}", headers=SECRET_HEADERS, timeout=30
         )
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    """Poll until `predicate()` is truthy; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never met"
-        time.sleep(0.01)
 
 
 class AccountingTests(LiveServerTestCase):
@@ -303,13 +295,15 @@ class SecretStuckTests(LiveServerTestCase):
         )
         client.start()
         try:
-            wait_for(lambda: any(h.role == SERVER_WORKER for h in guard.holders()))
+            assert wait_for(
+                lambda: any(h.role == SERVER_WORKER for h in guard.holders())
+            )
             with self.assertRaises(RequestStuck) as caught:
                 self.reset_live_server()
         finally:
             client.join()
             # The worker finishes the request a moment after the client has it.
-            wait_for(lambda: not self.server_thread.httpd.in_flight())
+            assert wait_for(lambda: not self.server_thread.httpd.in_flight())
         message = str(caught.exception)
         self.assertIn("GET /secret-slow/ on safelive-worker-1", message)
         self.assertIn(

@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 from unittest import mock
@@ -36,6 +35,7 @@ from tests import _pg, test_root_causes
 from tests._clients import AUTH, get
 from tests._cluster import Cluster
 from tests._sampler import Sampler, connect, count_sessions
+from tests._waiting import wait_for
 from tests.test_root_causes import database_exists
 from tests.testapp.models import Item
 
@@ -71,16 +71,6 @@ def server_threads(before: frozenset[threading.Thread] = frozenset()) -> list[st
         for t in threading.enumerate()
         if t.name.startswith("safelive-") and t not in before
     ]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> bool:
-    """Poll `predicate` until it returns something truthy, or time out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 class Guarded:
@@ -339,7 +329,7 @@ def terminate_worker_sessions() -> int:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid", [pids]
         )
-    wait_for(lambda: not _pg.worker_sessions())
+    assert wait_for(lambda: not _pg.worker_sessions())
     return len(pids)
 
 

@@ -30,7 +30,7 @@ class GivenOnMethodTests(LiveServerTestCase):
     def test_each_example_starts_clean(self, names: list[str]) -> None:
         """No server session and no leftover rows when an example starts."""
         type(self).examples += 1
-        self.assertEqual(_pg.sessions(), [])
+        self.assertEqual(_pg.server_sessions(), [])
         self.assertEqual(Item.objects.count(), 0)
         for name in names:
             client = requests.Session()
@@ -39,7 +39,7 @@ class GivenOnMethodTests(LiveServerTestCase):
                 f"{self.live_server_url}/items/", json={"name": name}, headers=AUTH
             )
             self.assertEqual(response.status_code, 201, response.content)
-        self.assertLessEqual(len(_pg.sessions()), 3)
+        self.assertLessEqual(len(_pg.server_sessions()), 3)
 
     @classmethod
     def tearDownClass(cls) -> None:

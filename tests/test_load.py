@@ -20,7 +20,8 @@ from django.test import SimpleTestCase
 from django_safelive import LiveServerTestCase
 from tests import _pg
 from tests._clients import AUTH
-from tests.test_faults import Guarded, record, server_threads, wait_for
+from tests._waiting import wait_for
+from tests.test_faults import Guarded, record, server_threads
 from tests.testapp.models import Item
 
 STRESS = os.environ.get("SAFELIVE_STRESS") == "1"

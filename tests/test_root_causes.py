@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests._cluster import Cluster
-from tests._sampler import Sampler, connect
+from tests._sampler import PGHOST, PGPORT, Sampler, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET = 8  # the default SAFELIVE["MAX_CONNECTIONS"]
@@ -41,8 +41,8 @@ class Outcome:
 def run(
     scenario: str,
     impl: str,
-    host: str = "127.0.0.1",
-    port: int = 5432,
+    host: str = PGHOST,
+    port: int = PGPORT,
     *,
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
@@ -61,7 +61,9 @@ def run(
         "PGPORT": str(port),
         **(env or {}),
     }
+    # The scenario is a pytest run of its own, not one of our xdist workers.
     env.pop("PYTEST_XDIST_WORKER", None)
+    env.pop("PYTEST_XDIST_WORKER_COUNT", None)
     if impl == "safelive":
         # Only read by scenarios that use pytest-django's own live_server.
         env["PYTEST_ADDOPTS"] = "--safelive-live-server"
@@ -77,7 +79,7 @@ def run(
     return Outcome(sampler.peak, done.returncode, done.stdout + done.stderr, datname)
 
 
-def database_exists(datname: str, host: str = "127.0.0.1", port: int = 5432) -> bool:
+def database_exists(datname: str, host: str = PGHOST, port: int = PGPORT) -> bool:
     conn = connect(host, port)
     try:
         with conn.cursor() as cursor:

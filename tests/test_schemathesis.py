@@ -21,6 +21,7 @@ from django_safelive import schemathesis as safelive_schemathesis
 from django_safelive._pytest_server import SafeLiveServer
 from tests import _pg
 from tests._clients import AUTH
+from tests._waiting import wait_for
 from tests.testapp.views import OPENAPI
 
 api = safelive_schemathesis.from_dict(OPENAPI, headers=AUTH, max_examples=10)
@@ -141,9 +142,7 @@ class StockServerTests(DjangoLiveServerTestCase):
         api.check(Adapter(), listing)
         # Every client closed its socket, so every request thread has ended and
         # closed its session (CONN_MAX_AGE = 600 would otherwise keep them).
-        deadline = time.monotonic() + 5
-        while _pg.sessions() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: _pg.sessions() == [])
         self.assertEqual(_pg.sessions(), [])
 
 

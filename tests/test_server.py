@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import requests
 from django.contrib.staticfiles.handlers import StaticFilesHandler
@@ -18,16 +17,6 @@ from tests import _pg
 from tests._clients import AUTH, concurrently, get
 from tests.testapp.models import Item
 from tests.testapp.views import Concurrency
-
-
-def wait_for(predicate: object, timeout: float = 5.0) -> bool:
-    """Poll a zero-argument callable until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.01)
-    return False
 
 
 class SingleModeTests(LiveServerTestCase):
