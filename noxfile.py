@@ -259,7 +259,8 @@ def _install(session: nox.Session, django: str, driver: str) -> None:
 
 def _pytest(session: nox.Session, env: dict[str, str]) -> None:
     """pytest under coverage, in TEST_PROCESSES workers unless told otherwise."""
-    workers = [] if session.posargs else ["-n", TEST_PROCESSES]
+    # A class's tests on one worker, so that its live server starts once.
+    workers = [] if session.posargs else ["-n", TEST_PROCESSES, "--dist", "loadscope"]
     session.run(
         "coverage", "run", "-m", "pytest", *workers, *session.posargs,
         env={
@@ -286,8 +287,9 @@ def tests(session: nox.Session, version: str, django: str, driver: str) -> None:
     if newest:
         # watch and doctor fall back to psycopg2 without psycopg 3: test that too.
         session.install(DRIVERS["psycopg2"])
-    # The command-line tools' tests run once, on the newest pair.
-    _pytest(session, {"SAFELIVE_TEST_TOOLING": "1" if newest else "0"})
+    # The tests that do not depend on Django or the driver run once, on the
+    # newest pair (tests/conftest.py lists them).
+    _pytest(session, {"SAFELIVE_TEST_ONCE": "1" if newest else "0"})
 
 
 # The shared behaviour tests on every other backend (tests/conftest.py picks

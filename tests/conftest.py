@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Generator
 from pathlib import Path
 
+import pluggy
 import pytest
 from hypothesis import settings
 
@@ -23,18 +25,26 @@ _ONLY = {
 }
 
 
-# The command-line tools' tests (demo, watch, doctor, benchmarks) do not depend
-# on the Django version; the nox matrix runs them once, on its newest pair, with
-# SAFELIVE_TEST_TOOLING=1 there and 0 elsewhere. Unset, they run.
-TOOLING = ("test_demo.py", "test_watch.py", "test_doctor.py", "test_benchmarks.py")
-RUN_TOOLING = os.environ.get("SAFELIVE_TEST_TOOLING", "1") != "0"
+# Tests whose outcome does not depend on the Django version or the database
+# driver: the command-line tools (demo, watch, doctor, benchmarks) and the
+# pytest-xdist budget split, a plugin feature measured in pytest runs of their
+# own. The nox matrix runs them once, on its newest pair, with
+# SAFELIVE_TEST_ONCE=1 there and 0 elsewhere. Unset, they run.
+ONCE = (
+    "test_demo.py",
+    "test_watch.py",
+    "test_doctor.py",
+    "test_benchmarks.py",
+    "test_xdist.py",
+)
+RUN_ONCE = os.environ.get("SAFELIVE_TEST_ONCE", "1") != "0"
 
 
 def pytest_ignore_collect(collection_path: Path) -> bool | None:
     name = collection_path.name
     if not (name.startswith("test_") and name.endswith(".py")):
         return None
-    if name in TOOLING and not RUN_TOOLING:
+    if name in ONCE and not RUN_ONCE:
         return True
     if BACKEND in _ONLY:
         return name not in _ONLY[BACKEND] or None
@@ -43,19 +53,40 @@ def pytest_ignore_collect(collection_path: Path) -> bool | None:
 
 def pytest_report_header() -> str:
     modules = ", ".join(_ONLY[BACKEND]) if BACKEND in _ONLY else "all but test_pool.py"
-    tooling = (
-        "" if RUN_TOOLING else f"; not {', '.join(TOOLING)} (SAFELIVE_TEST_TOOLING=0)"
-    )
+    once = "" if RUN_ONCE else f"; not {', '.join(ONCE)} (SAFELIVE_TEST_ONCE=0)"
     return (
-        f"django-safelive tests: SAFELIVE_TEST_DB={BACKEND}, running {modules}"
-        + tooling
+        f"django-safelive tests: SAFELIVE_TEST_DB={BACKEND}, running {modules}" + once
     )
+
+
+# The figures the reliability tests measured (tests/test_faults.py's record()),
+# carried in the test reports, which pytest-xdist brings to the controller.
+_FIGURES_PROPERTY = "safelive_figures"
+_figures: list[str] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
+    outcome = yield
+    module = sys.modules.get("tests.test_faults")
+    if module is not None and module.FIGURES:
+        outcome.get_result().user_properties.append(
+            (_FIGURES_PROPERTY, list(module.FIGURES))
+        )
+        module.FIGURES.clear()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for name, value in report.user_properties:
+        if name == _FIGURES_PROPERTY:
+            _figures.extend(value)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print the figures the reliability tests measured (tests/test_faults.py)."""
-    module = sys.modules.get("tests.test_faults")
-    if module is not None and module.FIGURES:
+    """Print the figures the reliability tests measured."""
+    if _figures:
         terminalreporter.write_sep("-", "django-safelive reliability figures")
-        for line in module.FIGURES:
+        for line in _figures:
             terminalreporter.write_line(line)

@@ -12,6 +12,7 @@ urlpatterns = [
     path("hang/", views.hang),
     path("session/", views.session),
     path("spawn/", views.spawn),
+    path("leak/", views.leak),
     path("concurrent/", views.concurrent),
     path("webhook/", views.webhook),
     path("faults/raise-in-transaction/", views.raise_in_transaction),

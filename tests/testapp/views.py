@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -233,6 +234,29 @@ def spawn(request: HttpRequest) -> HttpResponse:
     for thread in threads:
         thread.join()
     return JsonResponse({"errors": errors}, status=500 if errors else 200)
+
+
+# Set by the test to let the thread that /leak/ started close its session.
+release_leak = threading.Event()
+
+
+def leak(request: HttpRequest) -> HttpResponse:
+    """Start a thread that opens a session and keeps it until `release_leak`."""
+    opened = threading.Event()
+
+    def hold() -> None:
+        try:
+            Item.objects.exists()
+            opened.set()
+            release_leak.wait(60)
+        finally:
+            # Ended under it by the server's teardown, as the test expects.
+            with contextlib.suppress(Exception):
+                connections.close_all()
+
+    threading.Thread(target=hold, name="leaky-thread", daemon=True).start()
+    opened.wait(10)
+    return JsonResponse({"opened": opened.is_set()})
 
 
 class Concurrency:

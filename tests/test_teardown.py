@@ -1,0 +1,92 @@
+"""What stopping the server guarantees: workers joined, no server session left.
+
+Each test drives a live server class by hand and makes the guarantee it checks
+hard to meet by accident: without the guarantee, the test fails every time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from unittest import mock
+
+from django.db import connections
+from django.db.utils import ConnectionHandler
+from django.test import TransactionTestCase
+
+from django_safelive import LiveServerTestCase, SessionsLeftBehind
+from tests import _pg
+from tests._clients import get
+from tests.testapp import views
+
+# How long each worker takes to exit once its sessions are closed, in the first
+# test: far longer than stopping the server takes without waiting for them.
+SLOW_EXIT = 1.0
+
+
+def live_server_class() -> type[LiveServerTestCase]:
+    """A fresh live server test case class, to be started and stopped by hand."""
+
+    class Served(LiveServerTestCase):
+        def test_nothing(self) -> None:
+            """Never runs: the tests drive the class by hand."""
+
+    return Served
+
+
+def workers() -> list[threading.Thread]:
+    """The live server worker threads alive now."""
+    return [t for t in threading.enumerate() if t.name.startswith("safelive-worker")]
+
+
+class StopTests(TransactionTestCase):
+    databases = {"default"}
+
+    def test_stop_waits_for_the_workers_to_exit(self) -> None:
+        """When the server has stopped, every worker has exited and closed its
+        session, even a worker slow to exit."""
+        close_all: Callable[[ConnectionHandler], None] = ConnectionHandler.close_all
+
+        def slow_close_all(self: ConnectionHandler) -> None:
+            close_all(self)
+            if threading.current_thread().name.startswith("safelive-worker"):
+                time.sleep(SLOW_EXIT)  # a worker slow to exit, its session closed
+
+        served = live_server_class()
+        served.setUpClass()
+        try:
+            for _ in range(8):  # every worker holds a session
+                self.assertEqual(
+                    get(f"{served.live_server_url}/items/").status_code, 200
+                )
+        finally:
+            with mock.patch.object(ConnectionHandler, "close_all", slow_close_all):
+                served.tearDownClass()
+                served.doClassCleanups()
+        self.assertEqual(workers(), [])
+        self.assertEqual(_pg.server_sessions(), [])
+
+    def test_a_session_left_open_is_ended_and_reported(self) -> None:
+        """A session the server's side still holds at teardown (a thread a view
+        started) is ended, so the database can be dropped, and reported."""
+        served = live_server_class()
+        views.release_leak.clear()
+        served.setUpClass()
+        try:
+            response = get(f"{served.live_server_url}/leak/")
+            self.assertEqual(response.json(), {"opened": True})
+            leaked = _pg.server_sessions()
+            self.assertEqual(len(leaked), 1, leaked)
+        finally:
+            served.tearDownClass()
+            # Django stops the server in a class cleanup, which records errors.
+            served.doClassCleanups()
+            views.release_leak.set()
+        recorded = served.tearDown_exceptions  # type: ignore[attr-defined]
+        errors = [error for _, error, _ in recorded]
+        self.assertEqual([type(error) for error in errors], [SessionsLeftBehind])
+        self.assertIn(f"pid {leaked[0][0]}", str(errors[0]))
+        self.assertEqual(_pg.server_sessions(), [])
+        # This thread's own connection still works: only the server's was ended.
+        connections["default"].ensure_connection()
