@@ -30,6 +30,7 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_safelive._exceptions import SessionBudgetExceeded
+from django_safelive._sessions import wait_exit, watch_exit
 from django_safelive._summary import TestSessions
 
 TEST_THREAD = "test thread"
@@ -269,6 +270,16 @@ class SessionGuard:
             self._restart_count()
         return entry
 
+    def take_opened(self, tag: str) -> int:
+        """How many sessions threads other than the test's opened for the server
+        tagged `tag` since the last call."""
+        with self._lock:
+            for activation in self._activations:
+                if activation.tag == tag:
+                    opened, activation.opened = activation.opened, 0
+                    return opened
+        return 0
+
     def end_test(self) -> None:
         """No test runs any more; sessions opened now belong to none."""
         with self._lock:
@@ -309,6 +320,8 @@ class SessionGuard:
         )
         key = id(wrapper)
         self._holders[key] = holder
+        if active is not None and role != TEST_THREAD:
+            active.opened += 1
         # A wrapper collected while connected (its thread died) closes its
         # session; forget it then. One finalizer per wrapper, not per session.
         if key not in self._finalizers:
@@ -396,6 +409,8 @@ class _Activation:
     tag: str
     test_thread: int
     trace: bool = False
+    # Sessions opened by other threads than the test's since the last reset.
+    opened: int = 0
 
 
 _counter = iter(range(1, 1 << 62))
@@ -450,8 +465,17 @@ def _wrap_close(
     guard: SessionGuard, original: Callable[[Any], None]
 ) -> Callable[[Any], None]:
     def _close(self: BaseDatabaseWrapper) -> None:
+        # The session counts until PostgreSQL itself no longer does.
+        exiting = watch_exit(self)
         try:
             original(self)
+        except BaseException:
+            if exiting is not None:
+                os.close(exiting)  # the driver may still hold it open
+            raise
+        else:
+            if exiting is not None:
+                wait_exit(exiting)
         finally:
             guard.release(self)
 

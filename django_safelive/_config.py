@@ -33,6 +33,7 @@ _SOURCES: dict[str, tuple[str | None, str]] = {
     "WORKERS": ("server_workers", "SAFELIVE_WORKERS"),
     "DRAIN_TIMEOUT": ("drain_timeout", "SAFELIVE_DRAIN_TIMEOUT"),
     "TRACE": ("trace", "SAFELIVE_TRACE"),
+    "SESSION_PER_REQUEST": ("session_per_request", "SAFELIVE_SESSION_PER_REQUEST"),
 }
 
 
@@ -46,6 +47,9 @@ class Config:
     drain_timeout: float
     # Record the stack that opened each session (costly, so off by default).
     trace: bool = False
+    # Close each worker's sessions after every request, whatever CONN_MAX_AGE
+    # says; by default a worker keeps one session per alias until the reset.
+    session_per_request: bool = False
 
 
 def _where(key: str, source: str) -> str:
@@ -200,6 +204,10 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
 
     found = _lookup("TRACE", owner)
     trace = False if found is None else _bool("TRACE", *found)
+    found = _lookup("SESSION_PER_REQUEST", owner)
+    session_per_request = (
+        False if found is None else _bool("SESSION_PER_REQUEST", *found)
+    )
 
     found = _lookup("WORKERS", owner)
     if mode == "single":
@@ -234,6 +242,7 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
         workers=workers,
         drain_timeout=drain_timeout,
         trace=trace,
+        session_per_request=session_per_request,
     )
 
 

@@ -47,7 +47,13 @@ def end_server_sessions(
 
 
 def reset(thread: LiveServerThread, aliases: Iterable[str], tag: str) -> None:
-    """Drain the server, close its workers' sessions and confirm they are gone."""
+    """Drain the server, close its workers' sessions and confirm they are gone.
+
+    Closing a session waits until PostgreSQL has let it go (see
+    ``_sessions.wait_exit``); one query per alias then confirms that no other
+    session of the server's is left (a thread a view started, say), and only
+    if any was opened since the last reset.
+    """
     aliases = list(aliases)
     left_behind: list[SessionsLeftBehind] = []
     if isinstance(thread, SafeLiveServerThread):
@@ -58,7 +64,8 @@ def reset(thread: LiveServerThread, aliases: Iterable[str], tag: str) -> None:
             # A flush would wait on the stuck request's locks: end it first.
             end_server_sessions(aliases, tag, terminate_now=True)
             raise stuck from None
-        left_behind = end_server_sessions(aliases, tag, terminate_now=False)
+        if guard.take_opened(tag):
+            left_behind = end_server_sessions(aliases, tag, terminate_now=False)
     raise_first(*left_behind, *take_violations())
 
 

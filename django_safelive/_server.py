@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.core.servers.basehttp import WSGIServer
 from django.db import close_old_connections, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler
 
 from django_safelive._budget import (
@@ -41,9 +43,32 @@ _Request = tuple[socket.socket, _Address]
 class _WorkerState(threading.local):
     # The single-mode server whose only worker is the current thread, if any.
     single_server: BoundedWSGIServer | None = None
+    # Whether the current thread is a worker that keeps its sessions until the
+    # reset, whatever CONN_MAX_AGE says.
+    keeps_sessions: bool = False
 
 
 _worker_state = _WorkerState()
+
+
+def _keep_worker_sessions(
+    sender: object, connection: BaseDatabaseWrapper, **kwargs: object
+) -> None:
+    """``connection_created``: a worker's session lives until the reset.
+
+    With ``CONN_MAX_AGE = 0`` (Django's default) every request would otherwise
+    fork a PostgreSQL backend and end it; Django still closes a session that
+    is broken or whose autocommit a view left changed, at the end of each
+    request.
+    """
+    if _worker_state.keeps_sessions:
+        connection.close_at = None
+
+
+# Connected once, for the process: it only reads the calling thread's state.
+connection_created.connect(
+    _keep_worker_sessions, weak=False, dispatch_uid="django_safelive.keep_sessions"
+)
 _audit_hook_lock = threading.Lock()
 _audit_hook_installed = False
 
@@ -208,9 +233,11 @@ class BoundedWSGIServer(WSGIServer):
         *args: Any,
         workers: int,
         connections_override: dict[str, Any] | None = None,
+        session_per_request: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.session_per_request = session_per_request
         self._self_calls: list[SelfCallInSingleMode] = []
         if workers == 1:
             _install_audit_hook()
@@ -271,6 +298,7 @@ class BoundedWSGIServer(WSGIServer):
 
     def _work_loop(self) -> None:
         set_thread_role(SERVER_WORKER)
+        _worker_state.keeps_sessions = not self.session_per_request
         if len(self._workers) == 1:
             _worker_state.single_server = self
         for alias, conn in self.connections_override.items():
@@ -309,8 +337,11 @@ class BoundedWSGIServer(WSGIServer):
             try:
                 self.shutdown_request(request)
                 self._discard_open_atomic_blocks()
-                # CONN_MAX_AGE decides whether this worker's connection persists.
-                close_old_connections()
+                if self.session_per_request:
+                    connections.close_all()
+                else:
+                    # Closes only a session that is broken or left changed.
+                    close_old_connections()
             except Exception:
                 # A session ended under us (pg_terminate_backend, a restart) must
                 # neither kill the worker nor leave the request counted as running.
@@ -459,6 +490,7 @@ class SafeLiveServerThread(LiveServerThread):
             allow_reuse_address=False,
             connections_override=connections_override,
             workers=self.config.workers,
+            session_per_request=self.config.session_per_request,
         )
 
     def reset(self) -> None:

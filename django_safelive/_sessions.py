@@ -2,9 +2,55 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+# How long a closed session's backend may take to exit before we stop waiting
+# (it takes a few milliseconds).
+EXIT_WAIT = 5.0
+
+
+def watch_exit(wrapper: BaseDatabaseWrapper) -> int | None:
+    """Before `wrapper` closes its PostgreSQL session: a duplicate of its socket,
+    for :func:`wait_exit`; None where there is nothing to wait for (another
+    database, no session, or Django's pool, which keeps the session open)."""
+    if (
+        wrapper.vendor != "postgresql"
+        or wrapper.connection is None
+        or wrapper.settings_dict.get("OPTIONS", {}).get("pool")
+    ):
+        return None
+    try:
+        return os.dup(wrapper.connection.fileno())
+    except Exception:  # already closed or broken: its backend is gone or going
+        return None
+
+
+def wait_exit(fd: int, timeout: float = EXIT_WAIT) -> bool:
+    """Wait until PostgreSQL closes the session's socket (`fd`, from
+    :func:`watch_exit`); True if it did within `timeout`.
+
+    A backend closes its socket last as it exits, after it has left
+    ``pg_stat_activity`` and given back its ``max_connections`` slot. A client
+    closing its side does not wait for that, so without this wait a session
+    just closed still counts on the server while its replacement opens.
+    """
+    deadline = time.monotonic() + timeout
+    with socket.socket(fileno=fd) as sock:
+        try:
+            sock.settimeout(timeout)
+            while sock.recv(4096):
+                sock.settimeout(max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            return False
+        except OSError:  # reset by the server: gone as well
+            pass
+    return True
+
 
 _SERVER_SESSIONS = """
     SELECT pid, application_name, state, EXTRACT(EPOCH FROM now() - backend_start)

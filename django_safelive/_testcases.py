@@ -32,6 +32,7 @@ class SafeLiveServerMixin(_Base):
     server_workers: ClassVar[int | None] = None
     drain_timeout: ClassVar[float | None] = None
     trace: ClassVar[bool | None] = None
+    session_per_request: ClassVar[bool | None] = None
     server_thread_class: type[LiveServerThread] = SafeLiveServerThread
 
     safelive_config: ClassVar[Config]

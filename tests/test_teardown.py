@@ -18,6 +18,7 @@ from django.test import TransactionTestCase
 from django_safelive import LiveServerTestCase, SessionsLeftBehind
 from tests import _pg
 from tests._clients import get
+from tests.test_faults import server_threads
 from tests.testapp import views
 
 # How long each worker takes to exit once its sessions are closed, in the first
@@ -35,11 +36,6 @@ def live_server_class() -> type[LiveServerTestCase]:
     return Served
 
 
-def workers() -> list[threading.Thread]:
-    """The live server worker threads alive now."""
-    return [t for t in threading.enumerate() if t.name.startswith("safelive-worker")]
-
-
 class StopTests(TransactionTestCase):
     databases = {"default"}
 
@@ -54,6 +50,7 @@ class StopTests(TransactionTestCase):
                 time.sleep(SLOW_EXIT)  # a worker slow to exit, its session closed
 
         served = live_server_class()
+        before = frozenset(threading.enumerate())
         served.setUpClass()
         try:
             for _ in range(8):  # every worker holds a session
@@ -64,7 +61,7 @@ class StopTests(TransactionTestCase):
             with mock.patch.object(ConnectionHandler, "close_all", slow_close_all):
                 served.tearDownClass()
                 served.doClassCleanups()
-        self.assertEqual(workers(), [])
+        self.assertEqual(server_threads(before), [])
         self.assertEqual(_pg.server_sessions(), [])
 
     def test_a_session_left_open_is_ended_and_reported(self) -> None:

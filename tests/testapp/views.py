@@ -196,11 +196,18 @@ def hang(request: HttpRequest) -> HttpResponse:
 
 
 def session(request: HttpRequest) -> HttpResponse:
-    """Who this request's database session is, as PostgreSQL sees it."""
+    """Who this request's database session is, as PostgreSQL sees it, and the
+    thread that served it."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid(), current_setting('application_name')")
         pid, name = cursor.fetchone()
-    return JsonResponse({"pid": pid, "application_name": name})
+    return JsonResponse(
+        {
+            "pid": pid,
+            "application_name": name,
+            "thread": threading.current_thread().name,
+        }
+    )
 
 
 def _close_thread_connections() -> None:
