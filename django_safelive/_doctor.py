@@ -28,8 +28,11 @@ _SERVER = """
 CONN_MAX_AGE_ADVICE = (
     "with Django's threaded live server (LiveServerTestCase, pytest-django's "
     "live_server) every idle keep-alive socket pins one session; use "
-    "django_safelive.LiveServerTestCase / --safelive-live-server, or set "
-    "CONN_MAX_AGE = 0 in test settings"
+    "django_safelive.LiveServerTestCase / --safelive-live-server, whose workers "
+    "keep one session each until the reset whatever CONN_MAX_AGE says, so keep "
+    "the setting your application uses (setting it to 0 makes Django's server "
+    "fork a backend per request and still gives each concurrent client a "
+    "session)"
 )
 
 
