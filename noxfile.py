@@ -122,33 +122,41 @@ def _python(version: str) -> str | bool:
     return PYTHONS[version] or False
 
 
-def _newest_python() -> str | bool:
-    """The Python running nox when it is supported, else the newest found."""
-    running = "{}.{}".format(*sys.version_info[:2])
-    if running in SUPPORTED:
-        return sys.executable
-    found = [PYTHONS[version] for version in SUPPORTED if PYTHONS[version]]
-    return found[-1] if found else False
+def _newest(minimum: str = SUPPORTED[0]) -> str | None:
+    """The newest supported Python found that is at least `minimum`, if any."""
+    found = [PYTHONS[v] for v in SUPPORTED if PYTHONS[v] and _key(v) >= _key(minimum)]
+    return found[-1] if found else None
 
 
-DEFAULT_PYTHON = _newest_python()
+def _key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
-def _require_python(session: nox.Session, version: str) -> None:
-    """Skip the session (fail it on CI) when Python `version` is not installed."""
-    if PYTHONS[version] is None:
+RUNNING = "{}.{}".format(*sys.version_info[:2])
+# The demo: the Python running nox when it is supported, else the newest found.
+DEMO_PYTHON = sys.executable if RUNNING in SUPPORTED else _newest()
+# Lint, mypy, docs and coverage: any supported Python will do, the newest found.
+TOOLS_PYTHON = _newest()
+# Sessions on Django 6.1, which needs Python 3.12 or newer.
+DJANGO = "6.1"
+DJANGO_PYTHON = _newest("3.12")
+
+
+def _require(session: nox.Session, interpreter: str | None, needed: str) -> None:
+    """Skip the session (fail it on CI) when no suitable Python was found."""
+    if interpreter is None:
         message = (
-            f"Python {version} not found (looked on PATH, in pyenv's and uv's "
-            "versions): install it to run this session"
+            f"no {needed} found (looked on PATH, in pyenv's and uv's versions): "
+            "install one to run this session"
         )
         if ON_CI:
             session.error(message)
         session.skip(message)
 
 
-def _require_newest_python(session: nox.Session) -> None:
-    if DEFAULT_PYTHON is False:
-        session.error(f"no supported Python ({', '.join(SUPPORTED)}) found")
+def _require_python(session: nox.Session, version: str) -> None:
+    """Skip the session (fail it on CI) when Python `version` is not installed."""
+    _require(session, PYTHONS[version], f"Python {version}")
 
 
 # -- databases ------------------------------------------------------------------
@@ -295,14 +303,14 @@ def tests(session: nox.Session, version: str, django: str, driver: str) -> None:
 # The shared behaviour tests on every other backend (tests/conftest.py picks
 # the modules each runs): (SAFELIVE_TEST_DB, Django, database driver).
 BACKENDS = [
-    ("postgres-pool", "6.1", DRIVERS["psycopg"]),
-    ("mariadb", "6.1", "mysqlclient>=2.2"),
-    ("sqlite", "6.1", None),
-    ("sqlite-memory", "6.1", None),
+    ("postgres-pool", DJANGO, DRIVERS["psycopg"]),
+    ("mariadb", DJANGO, "mysqlclient>=2.2"),
+    ("sqlite", DJANGO, None),
+    ("sqlite-memory", DJANGO, None),
 ]
 
 
-@nox.session(python=DEFAULT_PYTHON)
+@nox.session(python=DJANGO_PYTHON or False)
 @nox.parametrize(
     ("backend", "django", "driver"), BACKENDS, ids=[b for b, _, _ in BACKENDS]
 )
@@ -310,7 +318,7 @@ def backends(
     session: nox.Session, backend: str, django: str, driver: str | None
 ) -> None:
     """The shared behaviour tests on the psycopg pool, MariaDB and SQLite."""
-    _require_newest_python(session)
+    _require(session, DJANGO_PYTHON, f"Python 3.12+ (for Django {DJANGO})")
     # The sampler and the watch command read PostgreSQL, whatever the backend.
     _require_database(session, "PostgreSQL", skippable=False)
     if backend == "mariadb":
@@ -326,28 +334,28 @@ def backends(
     _pytest(session, {"SAFELIVE_TEST_DB": backend})
 
 
-@nox.session(python=DEFAULT_PYTHON)
+@nox.session(python=TOOLS_PYTHON or False)
 def coverage(session: nox.Session) -> None:
     """Combine the test sessions' coverage and report it."""
-    _require_newest_python(session)
+    _require(session, TOOLS_PYTHON, "supported Python")
     session.install("coverage[toml]>=7.4")
     session.run("coverage", "combine", success_codes=[0, 1])
     session.run("coverage", "report")
 
 
-@nox.session(python=DEFAULT_PYTHON)
+@nox.session(python=TOOLS_PYTHON or False)
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
-    _require_newest_python(session)
+    _require(session, TOOLS_PYTHON, "supported Python")
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session(python=DEFAULT_PYTHON)
+@nox.session(python=TOOLS_PYTHON or False)
 def mypy(session: nox.Session) -> None:
     """mypy --strict with django-stubs."""
-    _require_newest_python(session)
+    _require(session, TOOLS_PYTHON, "supported Python")
     session.install(
         "mypy",
         "django-stubs",
@@ -361,10 +369,10 @@ def mypy(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session(python=DEFAULT_PYTHON)
+@nox.session(python=TOOLS_PYTHON or False)
 def docs(session: nox.Session) -> None:
     """Build the documentation site; any Sphinx warning is an error."""
-    _require_newest_python(session)
+    _require(session, TOOLS_PYTHON, "supported Python")
     # pytest-django: the API reference documents the pytest fixture's class.
     session.install(
         "sphinx>=7", "furo", "myst-parser>=2", "pytest-django>=4.8", "-e", ".[all]"
@@ -374,12 +382,12 @@ def docs(session: nox.Session) -> None:
     )
 
 
-@nox.session(python=DEFAULT_PYTHON)
+@nox.session(python=DJANGO_PYTHON or False)
 def stress(session: nox.Session) -> None:
     """Faults and load at full counts: 32 clients x 1,000 requests, 200 cycles."""
-    _require_newest_python(session)
+    _require(session, DJANGO_PYTHON, f"Python 3.12+ (for Django {DJANGO})")
     _require_database(session, "PostgreSQL", skippable=False)
-    _install(session, "6.1", "psycopg")
+    _install(session, DJANGO, "psycopg")
     session.run(
         "pytest", "tests/test_faults.py", "tests/test_load.py",
         "tests/test_security.py", "tests/test_config.py", *session.posargs,
@@ -391,21 +399,21 @@ def stress(session: nox.Session) -> None:
     )  # fmt: skip
 
 
-@nox.session(python=DEFAULT_PYTHON)
+@nox.session(python=DEMO_PYTHON or False)
 def demo(session: nox.Session) -> None:
     """The main job: `python -m django_safelive demo` in a fresh environment."""
-    _require_newest_python(session)
+    _require(session, DEMO_PYTHON, "supported Python")
     session.install("-e", ".[all]")
     session.run("python", "-m", "django_safelive", "demo", *session.posargs)
 
 
-@nox.session(python=DEFAULT_PYTHON)
+@nox.session(python=DJANGO_PYTHON or False)
 def bench(session: nox.Session) -> None:
     """Stock Django vs django-safelive single/pool-2/4/8 vs Schemathesis from_wsgi:
     requests/s, sessions, Schemathesis time, drain; --json, --plot."""
-    _require_newest_python(session)
+    _require(session, DJANGO_PYTHON, f"Python 3.12+ (for Django {DJANGO})")
     _require_database(session, "PostgreSQL", skippable=False)
-    _install(session, "6.1", "psycopg")
+    _install(session, DJANGO, "psycopg")
     session.install("waitress", "cheroot")
     session.run(
         "python", "-m", "benchmarks", *session.posargs,

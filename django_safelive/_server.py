@@ -7,10 +7,12 @@ import ipaddress
 import queue
 import selectors
 import socket
+import socketserver
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -43,6 +45,10 @@ _Request = tuple[socket.socket, _Address]
 class _WorkerState(threading.local):
     # The single-mode server whose only worker is the current thread, if any.
     single_server: BoundedWSGIServer | None = None
+    # The shared connection whose request the current thread is serving, if any.
+    serving_shared: _SharedConnection | None = None
+    # Set by the request handler: give the socket back to the idle watcher.
+    keep_alive: bool = False
     # Whether the current thread is a worker that keeps its sessions until the
     # reset, whatever CONN_MAX_AGE says.
     keeps_sessions: bool = False
@@ -73,18 +79,24 @@ _audit_hook_lock = threading.Lock()
 _audit_hook_installed = False
 
 
-def _refuse_self_calls(event: str, args: tuple[Any, ...]) -> None:
-    """Audit hook: a single-mode worker may not connect to its own server.
+def _watch_self_calls(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook: a worker connecting to its own server.
 
-    Python raises the ``socket.connect`` audit event in the connecting thread,
-    before the connection is made, whatever the HTTP client, so the check
-    needs no patching; elsewhere it costs one comparison per audit event.
+    A single-mode worker may not (it would wait for itself); a request on a
+    shared connection notes the socket, so that the call it makes is served
+    while it waits. Python raises the ``socket.connect`` audit event in the
+    connecting thread, before the connection is made, whatever the HTTP
+    client, so the check needs no patching; elsewhere it costs one comparison
+    per audit event.
     """
     if event != "socket.connect":
         return
     server = _worker_state.single_server
     if server is not None:
         server.check_outgoing(args[1])
+    shared = _worker_state.serving_shared
+    if shared is not None:
+        shared.note_call(args[0], args[1])
 
 
 def _install_audit_hook() -> None:
@@ -92,7 +104,7 @@ def _install_audit_hook() -> None:
     global _audit_hook_installed
     with _audit_hook_lock:
         if not _audit_hook_installed:
-            sys.addaudithook(_refuse_self_calls)
+            sys.addaudithook(_watch_self_calls)
             _audit_hook_installed = True
 
 
@@ -113,13 +125,39 @@ def _is_any(host: object) -> bool:
 
 
 class SafeRequestHandler(QuietWSGIRequestHandler):
-    """Django's quiet live-server handler, with a socket timeout.
+    """Django's quiet live-server handler, with a socket timeout, that never
+    waits on an idle keep-alive socket.
 
     The timeout bounds how long a client that stops sending mid-request can
     occupy a worker.
     """
 
     timeout = 10
+
+    def handle(self) -> None:
+        """Serve one request, and any the client has already sent after it;
+        then give a keep-alive socket back to the server's idle watcher rather
+        than wait for the client's next request, as Django's handler does."""
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection and self._request_waiting():
+            self.handle_one_request()
+        if self.close_connection:
+            with contextlib.suppress(AttributeError, OSError):
+                self.connection.shutdown(socket.SHUT_WR)
+        else:
+            _worker_state.keep_alive = True
+
+    def _request_waiting(self) -> bool:
+        """Whether the client has sent more already, read without waiting, so
+        that nothing buffered is lost when the socket goes back to the watcher."""
+        self.connection.setblocking(False)
+        try:
+            return bool(self.rfile.peek(1))  # type: ignore[attr-defined]
+        except OSError:
+            return False
+        finally:
+            self.connection.settimeout(self.timeout)
 
 
 class _IdleWatcher:
@@ -146,6 +184,9 @@ class _IdleWatcher:
 
     def watch(self, request: socket.socket, client_address: _Address) -> None:
         with self._lock:
+            if self._closing:  # stopping: nothing will read it any more
+                _close_socket(request)
+                return
             self._incoming.append((request, client_address))
         self._wake_writer.send(b"\0")
 
@@ -214,12 +255,65 @@ class _Reset:
 _STOP = object()
 
 
-class BoundedWSGIServer(WSGIServer):
+class _SharedConnection:
+    """Serve one request at a time on a connection all workers share (Django
+    shares the test thread's in-memory SQLite connection with its live
+    server), except the calls a request makes to the server itself.
+
+    One sqlite3 connection cannot serve two requests at once, but a view
+    calling its own server waits, without touching the database, for the
+    answer: that inner request is served while the outer one holds the
+    connection, instead of waiting for it forever.
+    """
+
+    def __init__(self, is_own_address: Callable[[object], bool]) -> None:
+        self._is_own_address = is_own_address
+        self._lock = threading.Lock()
+        self._calls_lock = threading.Lock()
+        # Sockets the request being served opened to this server.
+        self._calls: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+    def note_call(self, sock: socket.socket, address: object) -> None:
+        """Audit hook, in the serving thread: `sock` connects to `address`."""
+        if self._is_own_address(address):
+            with self._calls_lock:
+                self._calls.add(sock)
+
+    def _is_call(self, client_address: _Address) -> bool:
+        """Whether `client_address` is a socket a served request opened."""
+        with self._calls_lock:
+            for sock in list(self._calls):
+                try:
+                    if sock.getsockname()[:2] == tuple(client_address[:2]):
+                        return True
+                except OSError:  # closed: no request can come from it any more
+                    self._calls.discard(sock)
+        return False
+
+    @contextlib.contextmanager
+    def serving(self, client_address: _Address) -> Iterator[None]:
+        """Hold the connection for one request, unless it is a served request's
+        own call, which runs while that request waits for it."""
+        nested = self._is_call(client_address)
+        if not nested:
+            self._lock.acquire()
+        previous, _worker_state.serving_shared = _worker_state.serving_shared, self
+        try:
+            yield
+        finally:
+            _worker_state.serving_shared = previous
+            if not nested:
+                self._lock.release()
+
+
+class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     """Django's ``WSGIServer`` serving requests from a fixed pool of workers.
 
-    It is not a ``ThreadingMixIn`` server, so Django's ``ServerHandler`` answers
-    every request with ``Connection: close``: no socket idles in keep-alive
-    holding a worker and its database session. Requests beyond the pool's size
+    It overrides ``ThreadingMixIn.process_request``, so no thread is started per
+    connection; the mixin is there because Django's ``ServerHandler`` keeps a
+    connection alive only for a threaded server. A keep-alive socket goes back
+    to the idle watcher after each response, so no socket idling in keep-alive
+    holds a worker and its database session. Requests beyond the pool's size
     wait in a queue.
     """
 
@@ -239,15 +333,16 @@ class BoundedWSGIServer(WSGIServer):
         super().__init__(*args, **kwargs)
         self.session_per_request = session_per_request
         self._self_calls: list[SelfCallInSingleMode] = []
-        if workers == 1:
-            _install_audit_hook()
         self.connections_override = connections_override or {}
         # An in-memory SQLite connection is shared by the test thread and every
-        # worker, as in Django; one sqlite3 connection cannot serve two threads
-        # at once, so requests on it are served one at a time.
-        self._shared: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if self.connections_override else contextlib.nullcontext()
+        # worker, as in Django: requests on it are served one at a time.
+        self._shared = (
+            _SharedConnection(self.is_own_address)
+            if self.connections_override
+            else None
         )
+        if workers == 1 or self._shared is not None:
+            _install_audit_hook()
         self._work: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._state = threading.Condition()
         self._queued = 0
@@ -328,14 +423,21 @@ class BoundedWSGIServer(WSGIServer):
                 client=f"{client_address[0]}:{client_address[1]}",
                 started=time.monotonic(),
             )
+        _worker_state.keep_alive = False
         try:
-            with self._shared:
+            shared = self._shared
+            with shared.serving(client_address) if shared else contextlib.nullcontext():
                 self.finish_request(request, client_address)
         except Exception:
+            _worker_state.keep_alive = False
             self.handle_error(request, client_address)
         finally:
             try:
-                self.shutdown_request(request)
+                if _worker_state.keep_alive:
+                    # Idle until the client's next request, at no worker's cost.
+                    self._watcher.watch(request, client_address)
+                else:
+                    self.shutdown_request(request)
                 self._discard_open_atomic_blocks()
                 if self.session_per_request:
                     connections.close_all()
@@ -377,19 +479,25 @@ class BoundedWSGIServer(WSGIServer):
         it is refused at once instead, and raised again at the next reset so
         that the test fails even if the view swallowed the error.
         """
-        if not isinstance(address, tuple) or len(address) < 2:
-            return
-        host, port = address[0], address[1]
-        bound_host = self.server_address[0]
-        if port != self.server_port:
-            return
-        if host == bound_host or _is_loopback(host) or _is_any(bound_host):
+        if self.is_own_address(address):
+            assert isinstance(address, tuple)
             error = SelfCallInSingleMode(
-                address=f"{host}:{port}", request=current_request()
+                address=f"{address[0]}:{address[1]}", request=current_request()
             )
             with self._state:
                 self._self_calls.append(error)
             raise error
+
+    def is_own_address(self, address: object) -> bool:
+        """Whether a connection to `address` (a ``socket.connect`` argument)
+        reaches this server."""
+        if not isinstance(address, tuple) or len(address) < 2:
+            return False
+        host, port = address[0], address[1]
+        bound_host = self.server_address[0]
+        if port != self.server_port:
+            return False
+        return bool(host == bound_host or _is_loopback(host) or _is_any(bound_host))
 
     def in_flight(self) -> list[str]:
         """Describe the requests queued or running right now."""

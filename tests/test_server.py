@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import requests
@@ -40,12 +41,37 @@ class SingleModeTests(LiveServerTestCase):
             with self.assertRaises(TimeoutError):
                 idle.recv(1)
 
-    def test_keep_alive_is_refused(self) -> None:
-        """Every response says Connection: close, so no socket idles in keep-alive."""
-        with requests.Session() as client:
+    def test_keep_alive_without_holding_the_worker(self) -> None:
+        """A keep-alive client reuses its connection, and while it idles between
+        requests the only worker serves other clients."""
+        url = f"{self.live_server_url}/items/"
+        with requests.Session() as kept:
+            self.assertEqual(kept.get(url, headers=AUTH).status_code, 200)
+            # The socket idles in keep-alive: another client is served at once.
+            self.assertEqual(get(url, timeout=5).status_code, 200)
             for _ in range(3):
-                response = client.get(f"{self.live_server_url}/items/", headers=AUTH)
-                self.assertEqual(response.headers["Connection"], "close")
+                response = kept.get(url, headers=AUTH)
+                self.assertEqual(response.status_code, 200)
+                self.assertNotEqual(response.headers.get("Connection"), "close")
+            pools = kept.get_adapter(url).poolmanager.pools  # type: ignore[attr-defined]
+            opened = [pools[key].num_connections for key in pools.keys()]  # noqa: SIM118
+            self.assertEqual(opened, [1])
+
+    def test_pipelined_requests_answered_in_order(self) -> None:
+        """Two requests sent at once on one connection get two answers, in order."""
+        request = (
+            f"GET /items/{{}}/ HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Authorization: {AUTH['Authorization']}\r\n\r\n"
+        )
+        item = Item.objects.create(name="first", price=1)
+        with socket.create_connection((self.host, self.server_thread.port)) as sock:
+            sock.sendall((request.format(item.pk) + request.format(0)).encode())
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+        self.assertEqual(statuses, [b"200", b"404"], answer)
 
     def test_worker_reuses_its_session(self) -> None:
         """With CONN_MAX_AGE > 0 a worker keeps one session across requests."""

@@ -86,6 +86,12 @@ class SharedServerTests(LiveServerTestCase):
             for client in clients:
                 client.close()
 
+    def test_view_calling_its_own_server(self) -> None:
+        """A view that calls the live server gets the answer: another worker
+        serves the call, on in-memory SQLite's shared connection too."""
+        response = get(f"{self.live_server_url}/webhook/")
+        self.assertEqual(response.json(), {"status": 200})
+
     def test_writes_through_the_server_are_visible(self) -> None:
         """A POST through the server commits, and the test thread reads it."""
         with requests.Session() as client:
