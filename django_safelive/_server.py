@@ -602,8 +602,13 @@ class SafeLiveServerThread(LiveServerThread):
         )
 
     def reset(self) -> None:
-        """Drain in-flight requests and close every worker's database connections."""
-        self.httpd.reset(self.config.drain_timeout)
+        """Drain in-flight requests and close every worker's database connections.
+
+        Nothing to do when the server failed to start (its error was raised
+        where it started).
+        """
+        if hasattr(self, "httpd"):
+            self.httpd.reset(self.config.drain_timeout)
 
     def terminate(self) -> None:
         """Stop accepting, drain and join the workers, then end the thread.

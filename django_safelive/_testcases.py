@@ -48,30 +48,36 @@ class SafeLiveServerMixin(_Base):
         super().setUpClass()
 
     @classmethod
+    def _config(cls) -> Config:
+        """The configuration setUpClass resolved, or, for a test that calls
+        Django's private ``_start_server_thread()`` itself, resolved now."""
+        if "safelive_config" not in cls.__dict__:
+            cls.safelive_config = resolve(cls)
+        return cls.safelive_config
+
+    @classmethod
     def _create_server_thread(cls, connections_override: Any) -> Any:
+        config = cls._config()
         if issubclass(cls.server_thread_class, SafeLiveServerThread):
             thread = cls.server_thread_class(
                 cls.host,
                 cls.static_handler,
                 connections_override=connections_override,
                 port=cls.port,
-                config=cls.safelive_config,
+                config=config,
             )
             cls.safelive_tag = thread.tag
         else:
             thread = super()._create_server_thread(connections_override)  # type: ignore[misc]
             cls.safelive_tag = new_tag()
         # Entered before the thread starts, and left after it terminates.
-        config = cls.safelive_config
         enter_class_context(
             cls,
             guard.activate(
                 config.max_connections, cls.safelive_tag, trace=config.trace
             ),
         )
-        _lifecycle.fit_pools(
-            cls._safelive_aliases(), cls.safelive_config.max_connections
-        )
+        _lifecycle.fit_pools(cls._safelive_aliases(), config.max_connections)
         return thread
 
     @classmethod
@@ -91,9 +97,10 @@ class SafeLiveServerMixin(_Base):
         between examples of a Hypothesis test that runs inside the test method
         (a nested ``@given``, as Schemathesis tests often are).
         """
-        _lifecycle.reset(
-            self.server_thread, self._safelive_aliases(), self.safelive_tag
-        )
+        thread = getattr(self, "server_thread", None)
+        if thread is None:  # never started: setUpClass failed or was not run
+            return
+        _lifecycle.reset(thread, self._safelive_aliases(), self.safelive_tag)
 
     def assertMaxSessions(
         self, n: int, alias: str = "default"

@@ -6,6 +6,7 @@ hard to meet by accident: without the guarantee, the test fails every time.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,11 @@ from django.db import connections
 from django.db.utils import ConnectionHandler
 from django.test import TransactionTestCase
 
-from django_safelive import LiveServerTestCase, SessionsLeftBehind
+from django_safelive import (
+    LiveServerTestCase,
+    SafeLiveServerThread,
+    SessionsLeftBehind,
+)
 from tests import _pg
 from tests._clients import get
 from tests.test_faults import server_threads
@@ -87,3 +92,36 @@ class StopTests(TransactionTestCase):
         self.assertEqual(_pg.server_sessions(), [])
         # This thread's own connection still works: only the server's was ended.
         connections["default"].ensure_connection()
+
+
+class PartialSetUpTests(TransactionTestCase):
+    databases = {"default"}
+
+    def test_private_helpers_without_set_up_class(self) -> None:
+        """Django's _start_server_thread() called alone starts a bounded server,
+        and the class cleanups it registers stop it without error."""
+        served = live_server_class()
+        served._start_server_thread()  # type: ignore[attr-defined]
+        try:
+            self.assertIsInstance(served.server_thread, SafeLiveServerThread)
+            # setUpClass would have allowed the host; this test does it itself.
+            with self.settings(ALLOWED_HOSTS=[served.host]):
+                status = get(f"{served.live_server_url}/items/").status_code
+        finally:
+            served.doClassCleanups()
+        self.assertEqual(status, 200)
+        self.assertEqual(served.tearDown_exceptions, [])  # type: ignore[attr-defined]
+
+    def test_server_that_failed_to_start(self) -> None:
+        """When a setUpClass swallows the server's start-up error (its port is
+        taken), the per-test reset and the class cleanups raise nothing else."""
+        with socket.socket() as taken:
+            taken.bind(("localhost", 0))
+            taken.listen()
+            served = live_server_class()
+            served.port = taken.getsockname()[1]
+            with self.assertRaises(OSError):  # the original error: address in use
+                served.setUpClass()
+            served("test_nothing").reset_live_server()
+            served.doClassCleanups()
+        self.assertEqual(served.tearDown_exceptions, [])  # type: ignore[attr-defined]
