@@ -303,19 +303,12 @@ def _check_server_slots(config: Config, alias: str) -> None:
 
     if connections[alias].vendor != "postgresql":
         return
-    # A short-lived session of its own, outside Django's psycopg pool. It is
-    # opened by the driver, not ensure_connection(), which pytest-django may
-    # still be blocking while its fixture starts the server.
-    probe = connections[alias].copy()
-    options = probe.settings_dict.get("OPTIONS", {})
-    probe.settings_dict["OPTIONS"] = {k: v for k, v in options.items() if k != "pool"}
-    probe.connection = probe.get_new_connection(probe.get_connection_params())
-    try:
-        with probe.connection.cursor() as cursor:
-            cursor.execute(_SERVER_SLOTS)
-            max_connections, superuser_reserved, reserved = cursor.fetchone()
-    finally:
-        probe.close()
+    # Through a short-lived session on the maintenance database, as Django does
+    # to create the test database: the configured NAME may not exist (yet), and
+    # a check must not open a session on a real database.
+    with connections[alias]._nodb_cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute(_SERVER_SLOTS)
+        max_connections, superuser_reserved, reserved = cursor.fetchone()
     available = max_connections - superuser_reserved - reserved
     processes = xdist_workers()
     wanted = config.max_connections * processes

@@ -72,19 +72,14 @@ def _address(settings_dict: dict[str, Any]) -> str:
 
 
 def query_server(alias: str) -> Server:
-    """Ask the alias's server, through a session closed before returning."""
+    """Ask the alias's server, through a session on its maintenance database
+    (as Django creates test databases: the configured NAME need not exist),
+    closed before returning; Django's psycopg pool is not used for it."""
     from django.db import connections
 
-    connection = connections[alias]
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(_SERVER)
-            row = cursor.fetchone()
-    finally:
-        connection.close()
-        if connection.settings_dict["OPTIONS"].get("pool"):
-            # An open pool keeps min_size sessions; ours is a one-off question.
-            connection.close_pool()  # type: ignore[attr-defined]
+    with connections[alias]._nodb_cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute(_SERVER)
+        row = cursor.fetchone()
     assert row is not None
     version, max_connections, superuser_reserved, reserved, in_use = row
     return Server(version, max_connections, superuser_reserved, reserved, in_use)

@@ -30,9 +30,10 @@ class SafeLiveServer(LiveServer):
         self, addr: str, *, start: bool = True, db_blocker: DbBlocker | None = None
     ) -> None:
         config = resolve()
-        check_databases(config, list(connections))
-        # Stopping checks pg_stat_activity, outside any test's database access.
+        # Checks and stopping query the server outside any test's database access.
         self._db_access = db_blocker.unblock if db_blocker else nullcontext
+        with self._db_access():
+            check_databases(config, list(connections))
         super().__init__(addr, start=False)
         django_thread = self.thread
         self.thread = SafeLiveServerThread(

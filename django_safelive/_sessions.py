@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
+from collections.abc import Iterator
+from typing import Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -67,9 +70,24 @@ def _patterns(tag: str) -> tuple[str, str]:
     return f"%{tag}:%", f"%{tag}:test"
 
 
+@contextlib.contextmanager
+def _server_cursor(alias: str) -> Iterator[Any]:
+    """A cursor for questions about the whole server: on the test thread's
+    session when it has one open, else on a short-lived one on the maintenance
+    database, as Django uses to create and drop the test database (which may
+    already be gone; the configured database may not exist)."""
+    connection = connections[alias]
+    if connection.connection is not None:
+        with connection.cursor() as cursor:
+            yield cursor
+    else:
+        with connection._nodb_cursor() as cursor:  # type: ignore[attr-defined]
+            yield cursor
+
+
 def server_sessions(alias: str, tag: str) -> list[tuple[int, str]]:
     """The (pid, description) of sessions tagged with `tag`, but the test thread's."""
-    with connections[alias].cursor() as cursor:
+    with _server_cursor(alias) as cursor:
         cursor.execute(_SERVER_SESSIONS, _patterns(tag))
         rows = cursor.fetchall()
     return [
@@ -80,7 +98,7 @@ def server_sessions(alias: str, tag: str) -> list[tuple[int, str]]:
 
 def terminate(alias: str, pids: list[int]) -> None:
     """End the given backends (only ever this server's own)."""
-    with connections[alias].cursor() as cursor:
+    with _server_cursor(alias) as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid", [pids]
         )

@@ -5,7 +5,9 @@ psycopg 3 when it is installed, psycopg2 otherwise), ``postgres-pool`` (Django
 5.1+'s psycopg 3 pool), ``mariadb`` (mysqlclient; MYSQL_HOST/PORT/USER/PASSWORD,
 default root@127.0.0.1:3306), ``sqlite`` (a file) or ``sqlite-memory``.
 PGHOST, PGPORT and PGUSER locate the server (default 127.0.0.1:5432,
-postgres). SAFELIVE_TEST_CONN_MAX_AGE sets CONN_MAX_AGE (default 600, the
+postgres); SAFELIVE_TEST_PG_NAME is the configured NAME (default ``postgres``;
+one that does not exist stands for CI, where only the test database will).
+SAFELIVE_TEST_CONN_MAX_AGE sets CONN_MAX_AGE (default 600, the
 setting under which Django's live server leaks the most sessions).
 """
 
@@ -36,7 +38,7 @@ _test_name = os.environ.get("SAFELIVE_TEST_DB_NAME", "test_safelive")
 _conn_max_age = int(os.environ.get("SAFELIVE_TEST_CONN_MAX_AGE", "600"))
 _postgres = {
     "ENGINE": "django.db.backends.postgresql",
-    "NAME": "postgres",
+    "NAME": os.environ.get("SAFELIVE_TEST_PG_NAME", "postgres"),
     "USER": os.environ.get("PGUSER", "postgres"),
     "HOST": os.environ.get("PGHOST", "127.0.0.1"),
     "PORT": os.environ.get("PGPORT", "5432"),

@@ -173,6 +173,14 @@ def test_unreachable_alias_is_reported_and_the_rest_checked() -> None:
     assert f"max_connections {show('max_connections')}" in output
 
 
+def test_configured_database_that_does_not_exist() -> None:
+    """Where DATABASES' NAME does not exist yet (CI creates only the test
+    database), the server is still queried, through its maintenance database."""
+    status, output = run(SAFELIVE_TEST_PG_NAME="safelive_no_such_database")
+    assert "unreachable" not in output, output
+    assert f"max_connections {show('max_connections')}" in output
+
+
 def test_non_postgresql_alias() -> None:
     """A SQLite alias is shown without server limits, and is no problem."""
     status, output = run(DOCTOR_VARIANT="sqlite")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from django_safelive._pytest_server import SafeLiveServer
 from tests import _pg
 from tests._clients import AUTH, concurrently, get
-from tests.test_root_causes import assert_stock_over_ours_within
+from tests.test_root_causes import BUDGET, assert_stock_over_ours_within, run
 
 
 def test_interface_matches_live_server(safe_live_server: SafeLiveServer) -> None:
@@ -60,6 +60,20 @@ def test_reset_between_examples(safe_live_server: SafeLiveServer) -> None:
 
     example()
     assert set(seen) == {0}
+
+
+def test_switch_where_the_configured_database_does_not_exist() -> None:
+    """With the switch and a DATABASES NAME that does not exist on the server (as
+    in CI), the live server suite passes: the start-up checks ask the
+    maintenance database, before pytest-django has created the test database."""
+    safe = run(
+        "pytest_live_server",
+        "safelive",
+        env={"SAFELIVE_TEST_PG_NAME": "safelive_no_such_database"},
+    )
+    assert safe.returncode == 0, safe.output
+    assert "server=SafeLiveServer" in safe.output
+    assert 1 <= safe.peak <= BUDGET
 
 
 def test_switch_bounds_pytest_djangos_live_server() -> None:
