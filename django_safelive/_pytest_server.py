@@ -25,11 +25,15 @@ class SafeLiveServer(LiveServer):
     ``LiveServer`` interface (``.url``, ``str()``, ``+``), bounded."""
 
     thread: SafeLiveServerThread
+    db_blocker: DbBlocker | None = None
+    """pytest-django's database blocker; the ``--safelive-live-server`` switch
+    sets it on the subclass that replaces pytest-django's ``LiveServer``."""
 
     def __init__(
         self, addr: str, *, start: bool = True, db_blocker: DbBlocker | None = None
     ) -> None:
         config = resolve()
+        db_blocker = db_blocker or self.db_blocker
         # Checks and stopping query the server outside any test's database access.
         self._db_access = db_blocker.unblock if db_blocker else nullcontext
         with self._db_access():

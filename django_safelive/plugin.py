@@ -3,8 +3,8 @@ pytest-django's ``live_server`` the bounded one."""
 
 from __future__ import annotations
 
-import functools
 import os
+import sys
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -91,8 +91,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from django_safelive._pytest_server import SafeLiveServer
 
     config.stash[_ORIGINAL_LIVE_SERVER] = live_server_helper.LiveServer
-    live_server_helper.LiveServer = functools.partial(  # type: ignore[misc,assignment]
-        SafeLiveServer, db_blocker=_db_blocker(config)
+    # Still a class, a subclass of pytest-django's: isinstance() and subclassing
+    # against live_server_helper.LiveServer keep working.
+    live_server_helper.LiveServer = type(  # type: ignore[misc]
+        "SafeLiveServer", (SafeLiveServer,), {"db_blocker": _db_blocker(config)}
     )
 
 
@@ -119,20 +121,28 @@ def _planned_processes(config: pytest.Config) -> int:
 
 
 def _total_budget_plan(config: pytest.Config) -> str | None:
-    """Validate a total budget against the xdist workers; describe the split."""
-    from django.conf import settings
+    """Validate a total budget against the xdist workers; describe the split.
 
-    if hasattr(config, "workerinput") or not settings.configured:
+    Only where Django is loaded already (pytest-django loads it when settings
+    are given) and settings load: in any other run the plugin does nothing.
+    """
+    if hasattr(config, "workerinput") or "django.conf" not in sys.modules:
         return None  # xdist workers: the controller checked and reported already
+    from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 
     from django_safelive._config import resolve, total_budget
 
+    try:
+        total = total_budget() if settings.configured else None
+    except ImproperlyConfigured as error:
+        raise pytest.UsageError(f"django-safelive: {error}") from None
+    except Exception:  # settings that do not load: pytest-django reports them
+        return None
+    if total is None:
+        return None
     processes = _planned_processes(config)
     try:
-        total = total_budget()
-        if total is None:
-            return None
         share = resolve(processes=processes).max_connections
     except ImproperlyConfigured as error:
         raise pytest.UsageError(f"django-safelive: {error}") from None
@@ -151,14 +161,24 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return _total_budget_plan(config)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # pytest-django creates test databases only for the tests it sees need one,
-    # and it recognises its own live_server fixture but not ours: mark ours as it
-    # treats live_server, transactional.
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    switched = _replaces_live_server(config)
     for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        if "safe_live_server" in fixtures and not item.get_closest_marker("django_db"):
-            item.add_marker(pytest.mark.django_db(transaction=True))
+        fixtures = getattr(item, "fixturenames", None)
+        if fixtures is None:
+            continue
+        if "safe_live_server" in fixtures:
+            # pytest-django creates test databases only for the tests it sees
+            # need one, and it recognises its own live_server but not ours:
+            # mark ours as it treats live_server, transactional.
+            if not item.get_closest_marker("django_db"):
+                item.add_marker(pytest.mark.django_db(transaction=True))
+        elif not (switched and "live_server" in fixtures):
+            continue
+        # Only the tests that use a bounded server get the helper, first.
+        fixtures.insert(0, _HELPER)
 
 
 @pytest.fixture(scope="session")
@@ -194,19 +214,16 @@ def _databases(request: pytest.FixtureRequest) -> list[str]:
     return list(databases)
 
 
-@pytest.fixture(autouse=True)
+_HELPER = "_safe_live_server_helper"
+
+
+@pytest.fixture(name=_HELPER)
 def _safe_live_server_helper(request: pytest.FixtureRequest) -> Iterator[None]:
     """Give tests that use the bounded server a transactional database, and
-    reset the server after each test, before the database is flushed."""
-    if "safe_live_server" in request.fixturenames:
-        name = "safe_live_server"
-    elif "live_server" in request.fixturenames and _replaces_live_server(
-        request.config
-    ):
-        name = "live_server"
-    else:
-        yield
-        return
+    reset the server after each test, before the database is flushed
+    (pytest_collection_modifyitems adds it to those tests only)."""
+    switched = "safe_live_server" not in request.fixturenames
+    name = "live_server" if switched else "safe_live_server"
     # Set up first, so the flush it does at teardown comes after our reset.
     request.getfixturevalue("transactional_db")
     server: SafeLiveServer = request.getfixturevalue(name)

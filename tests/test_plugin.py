@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -62,6 +68,43 @@ def test_reset_between_examples(safe_live_server: SafeLiveServer) -> None:
     assert set(seen) == {0}
 
 
+INERT = """
+import sys
+
+def test_untouched(request):
+    assert "django" not in sys.modules
+    assert [name for name in request.fixturenames if "safe" in name] == []
+"""
+
+
+def test_installed_but_unused_changes_nothing(tmp_path: Path) -> None:
+    """In a pytest run without Django settings the installed plugin imports no
+    Django, adds no fixture and fails nothing."""
+    (tmp_path / "test_inert.py").write_text(INERT)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DJANGO_SETTINGS_MODULE", "PYTEST_ADDOPTS")
+        and not key.startswith("PYTEST_XDIST")
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "error"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    plugins = next(line for line in done.stdout.splitlines() if "plugins:" in line)
+    assert "django-safelive" in plugins  # installed, and loaded
+    assert "1 passed" in done.stdout
+
+
+def test_fixtures_of_a_test_without_a_live_server(
+    request: pytest.FixtureRequest,
+) -> None:
+    """A test that uses no live server does not get the plugin's helper fixture."""
+    assert "_safe_live_server_helper" not in request.fixturenames
+
+
 def test_switch_where_the_configured_database_does_not_exist() -> None:
     """With the switch and a DATABASES NAME that does not exist on the server (as
     in CI), the live server suite passes: the start-up checks ask the
@@ -81,3 +124,4 @@ def test_switch_bounds_pytest_djangos_live_server() -> None:
     stock, safe = assert_stock_over_ours_within("pytest_live_server")
     assert "server=LiveServer" in stock.output
     assert "server=SafeLiveServer" in safe.output
+    assert safe.value("a_class") == 1
