@@ -28,14 +28,15 @@ _ONLY = {
 # Tests whose outcome does not depend on the Django version or the database
 # driver: the command-line tools (demo, watch, doctor, benchmarks) and the
 # pytest-xdist budget split, a plugin feature measured in pytest runs of their
-# own. The nox matrix runs them once, on its newest pair, with
-# SAFELIVE_TEST_ONCE=1 there and 0 elsewhere. Unset, they run.
+# own, and the real-browser test. The nox matrix runs them once, on its newest
+# pair, with SAFELIVE_TEST_ONCE=1 there and 0 elsewhere. Unset, they run.
 ONCE = (
     "test_demo.py",
     "test_watch.py",
     "test_doctor.py",
     "test_benchmarks.py",
     "test_xdist.py",
+    "test_browser.py",
 )
 RUN_ONCE = os.environ.get("SAFELIVE_TEST_ONCE", "1") != "0"
 
@@ -80,7 +81,7 @@ def pytest_runtest_makereport(
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for name, value in report.user_properties:
-        if name == _FIGURES_PROPERTY:
+        if name == _FIGURES_PROPERTY and isinstance(value, list):
             _figures.extend(value)
 
 

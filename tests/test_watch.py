@@ -444,13 +444,19 @@ def test_command_not_found() -> None:
 
 
 def _watch_until_ready() -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-X", "dev", "-W", "error", "-m", "django_safelive",
-         "watch", "--database-url", URL, "--", sys.executable, "-c",
-         "import time; print('ready', flush=True); time.sleep(60)"],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
-    )  # fmt: skip
+    # Started with Ctrl-C handled as in a terminal: a pytest-xdist worker
+    # ignores SIGINT, and an ignored signal stays ignored across exec.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-X", "dev", "-W", "error", "-m", "django_safelive",
+             "watch", "--database-url", URL, "--", sys.executable, "-c",
+             "import time; print('ready', flush=True); time.sleep(60)"],
+            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert process.stdout is not None
     readable, _, _ = select.select([process.stdout], [], [], TIMEOUT)
     if not readable:
