@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 _USUAL_PLACES = [
     *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True),  # Debian, Ubuntu
@@ -95,7 +96,32 @@ def _unprivileged(user: str, server: str) -> str | None:
     return user
 
 
-class Cluster:
+_Server = TypeVar("_Server", bound="_Throwaway")
+
+
+class _Throwaway:
+    """A server started for a while and removed again: ``with`` starts it."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Server) -> _Server:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Cluster(_Throwaway):
     """initdb + pg_ctl in a temporary directory; as the postgres user when root."""
 
     host = "127.0.0.1"
@@ -165,18 +191,6 @@ class Cluster:
             self.running = False
             shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> Cluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 _MARIADB_PLACES = [
     "/usr/sbin",  # Debian, Ubuntu
@@ -202,7 +216,7 @@ def find_mariadb() -> tuple[Path, Path] | None:
     return None
 
 
-class MariaDBServer:
+class MariaDBServer(_Throwaway):
     """A throwaway MariaDB server in a temporary directory, on loopback only:
     ``root`` with an empty password, and a ``test`` database."""
 
@@ -278,15 +292,3 @@ class MariaDBServer:
         finally:
             self._process = None
             shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> MariaDBServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
