@@ -306,7 +306,7 @@ def _check_server_slots(config: Config, alias: str) -> None:
     # Through a short-lived session on the maintenance database, as Django does
     # to create the test database: the configured NAME may not exist (yet), and
     # a check must not open a session on a real database.
-    with connections[alias]._nodb_cursor() as cursor:  # type: ignore[attr-defined]
+    with connections[alias]._nodb_cursor() as cursor:
         cursor.execute(_SERVER_SLOTS)
         max_connections, superuser_reserved, reserved = cursor.fetchone()
     available = max_connections - superuser_reserved - reserved

@@ -77,7 +77,7 @@ def query_server(alias: str) -> Server:
     closed before returning; Django's psycopg pool is not used for it."""
     from django.db import connections
 
-    with connections[alias]._nodb_cursor() as cursor:  # type: ignore[attr-defined]
+    with connections[alias]._nodb_cursor() as cursor:
         cursor.execute(_SERVER)
         row = cursor.fetchone()
     assert row is not None

@@ -144,20 +144,24 @@ class SafeRequestHandler(QuietWSGIRequestHandler):
             self.handle_one_request()
         if self.close_connection:
             with contextlib.suppress(AttributeError, OSError):
-                self.connection.shutdown(socket.SHUT_WR)
+                self._socket.shutdown(socket.SHUT_WR)
         else:
             _worker_state.keep_alive = True
 
     def _request_waiting(self) -> bool:
         """Whether the client has sent more already, read without waiting, so
         that nothing buffered is lost when the socket goes back to the watcher."""
-        self.connection.setblocking(False)
+        self._socket.setblocking(False)
         try:
             return bool(self.rfile.peek(1))  # type: ignore[attr-defined]
         except OSError:
             return False
         finally:
-            self.connection.settimeout(self.timeout)
+            self._socket.settimeout(self.timeout)
+
+    @property
+    def _socket(self) -> socket.socket:
+        return cast(socket.socket, self.connection)
 
 
 class _IdleWatcher:

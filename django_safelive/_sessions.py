@@ -81,7 +81,7 @@ def _server_cursor(alias: str) -> Iterator[Any]:
         with connection.cursor() as cursor:
             yield cursor
     else:
-        with connection._nodb_cursor() as cursor:  # type: ignore[attr-defined]
+        with connection._nodb_cursor() as cursor:
             yield cursor
 
 

@@ -93,9 +93,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_ORIGINAL_LIVE_SERVER] = live_server_helper.LiveServer
     # Still a class, a subclass of pytest-django's: isinstance() and subclassing
     # against live_server_helper.LiveServer keep working.
-    live_server_helper.LiveServer = type(  # type: ignore[misc]
-        "SafeLiveServer", (SafeLiveServer,), {"db_blocker": _db_blocker(config)}
-    )
+    blocker = _db_blocker(config)
+
+    class Switched(SafeLiveServer):
+        db_blocker = blocker
+
+    Switched.__name__ = Switched.__qualname__ = SafeLiveServer.__name__
+    live_server_helper.LiveServer = Switched  # type: ignore[misc]
 
 
 def _db_blocker(config: pytest.Config) -> Any:
