@@ -29,7 +29,15 @@ import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["tests", "backends", "lint", "mypy", "docs", "coverage"]
+nox.options.sessions = [
+    "tests",
+    "backends",
+    "peers",
+    "lint",
+    "mypy",
+    "docs",
+    "coverage",
+]
 
 ROOT = Path(__file__).resolve().parent
 ON_CI = bool(os.environ.get("CI"))
@@ -58,6 +66,7 @@ TEST_DEPS = [
     "pytest-xdist>=3.5",
     "requests>=2.31",
     "coverage[toml]>=7.4",
+    "selenium>=4.11",
 ]
 # pytest-xdist workers per test session, each with a test database of its own.
 TEST_PROCESSES = os.environ.get("SAFELIVE_TEST_PROCESSES", "2")
@@ -405,6 +414,20 @@ def demo(session: nox.Session) -> None:
     _require(session, DEMO_PYTHON, "supported Python")
     session.install("-e", ".[all]")
     session.run("python", "-m", "django_safelive", "demo", *session.posargs)
+
+
+@nox.session(python=DJANGO_PYTHON or False)
+def peers(session: nox.Session) -> None:
+    """Django's and pytest-django's own live-server tests, from their sdists, on
+    the stock classes and on ours (both modes, SQLite and PostgreSQL); fails on
+    a difference tests/peers/expected.toml does not list. `-- --selenium` adds
+    Django's Selenium admin tests in headless Chromium."""
+    _require(session, DJANGO_PYTHON, f"Python 3.12+ (for Django {DJANGO})")
+    _require_database(session, "PostgreSQL", skippable=False)
+    _install(session, DJANGO, "psycopg")
+    # pip downloads the sdists and fills the stock (django-safelive-free) venv.
+    session.install("pip")
+    session.run("python", "-m", "tests.peers.run", *session.posargs)
 
 
 @nox.session(python=DJANGO_PYTHON or False)

@@ -19,4 +19,6 @@ urlpatterns = [
     path("faults/leave-atomic-open/", views.leave_atomic_open),
     path("faults/leave-autocommit-off/", views.leave_autocommit_off),
     path("stream/", views.stream),
+    path("browser/", views.browser_page),
+    path("browser/badge/<int:number>.svg", views.badge),
 ]

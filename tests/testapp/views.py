@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -15,9 +16,11 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import (
     HttpRequest,
     HttpResponse,
+    HttpResponseRedirect,
     JsonResponse,
     StreamingHttpResponse,
 )
+from django.template import Context, Engine
 from django.views.decorators.csrf import csrf_exempt
 
 from tests.testapp.models import Item
@@ -336,3 +339,32 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
             yield b"x" * 65536
 
     return StreamingHttpResponse(chunks(), content_type="application/octet-stream")
+
+
+# The browser page's template, without a TEMPLATES setting of the tests' own.
+_templates = Engine(
+    dirs=[str(Path(__file__).resolve().parent / "templates")],
+    libraries={"static": "django.templatetags.static"},
+)
+
+
+@csrf_exempt
+def browser_page(request: HttpRequest) -> HttpResponse:
+    """A page with stylesheets, scripts and images, listing the items; its form
+    posts a new one (tests/test_browser.py)."""
+    if request.method == "POST":
+        Item.objects.create(name=request.POST.get("name", "")[:100])
+        return HttpResponseRedirect("/browser/")
+    context = Context({"items": Item.objects.order_by("pk"), "badges": range(4)})
+    page = _templates.get_template("testapp/browser.html").render(context)
+    return HttpResponse(page)
+
+
+def badge(request: HttpRequest, number: int) -> HttpResponse:
+    """An SVG image drawn from the database: the page's badges query it at once."""
+    count = Item.objects.count()
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{20 + number}" '
+        f'height="20"><text x="2" y="15">{count}</text></svg>'
+    )
+    return HttpResponse(svg, content_type="image/svg+xml")
