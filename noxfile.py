@@ -432,8 +432,10 @@ def peers(session: nox.Session) -> None:
 
 @nox.session(python=DJANGO_PYTHON or False)
 def bench(session: nox.Session) -> None:
-    """Stock Django vs django-safelive single/pool-2/4/8 vs Schemathesis from_wsgi:
-    requests/s, sessions, Schemathesis time, drain; --json, --plot."""
+    """Django's live server (CONN_MAX_AGE 0 and 600, psycopg pool) vs
+    django-safelive single/pool-4 vs Schemathesis from_wsgi: latency and
+    requests/s on fresh and keep-alive connections, sessions, Schemathesis
+    time, reset cost, drain, targets; --json, --plot, --markdown."""
     _require(session, DJANGO_PYTHON, f"Python 3.12+ (for Django {DJANGO})")
     _require_database(session, "PostgreSQL", skippable=False)
     _install(session, DJANGO, "psycopg")

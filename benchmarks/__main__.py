@@ -1,11 +1,16 @@
-"""Django's live server, django-safelive's, and Schemathesis's in-process WSGI,
-side by side on the same endpoints and data.
+"""Django's live server (with CONN_MAX_AGE 0 and 600, and with Django's psycopg
+pool), django-safelive's, and Schemathesis's in-process WSGI, side by side on
+the same endpoints and data.
 
 Run with ``nox -s bench``, or in a test environment:
 ``DJANGO_SETTINGS_MODULE=tests.settings python -m benchmarks [--quick]``.
-Prints requests/s (read and write, 1/8/32 clients), peak sessions, the wall time
-of a Schemathesis run and the teardown drain time; each the median of --repeat
-runs. Not a test: nothing here asserts.
+Prints the latency of one client on a fresh connection per request and on a
+keep-alive one (and where the server spends it), requests/s (fresh connections
+from 32 clients; keep-alive reads and writes from 1/8/32), peak sessions, the
+wall time of a Schemathesis run, the cost of a reset and the teardown drain
+time, each the median of --repeat runs; then the ratios to Django's live server
+under CONN_MAX_AGE 0 and which targets they meet. Not a test: nothing here
+asserts.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
@@ -32,15 +38,25 @@ from django.test.utils import (  # noqa: E402
 )
 
 from benchmarks import _report  # noqa: E402
-from benchmarks._run import BY_NAME, VARIANTS, Sizes, restore, run, seed  # noqa: E402
+from benchmarks._run import (  # noqa: E402
+    BY_NAME,
+    DEFAULT_VARIANTS,
+    Sizes,
+    restore,
+    run,
+    seed,
+    warm_up,
+)
 from benchmarks._servers import compare_servers  # noqa: E402
 
 # (normal, --quick)
 DEFAULTS = {
-    "requests": (200, 50),
+    "requests": (100, 50),
     "repeat": (3, 1),
     "examples": (25, 5),
     "drain_timeout": (5.0, 2.0),
+    "fresh_requests": (320, 64),
+    "resets": (20, 5),
 }
 
 
@@ -53,10 +69,29 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run: 50 requests, 1 repeat, 5 examples, 2 s drain timeout",
+        help="a smoke run: 50 requests (64 from 32 fresh clients), 1 repeat, "
+        "5 examples, 5 resets, 2 s drain timeout",
     )
-    parser.add_argument("--requests", type=int, help="per run (default 200)")
-    parser.add_argument("--clients", default="1,8,32", help="default 1,8,32")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        help="per keep-alive phase and per fresh 1-client phase (default 100)",
+    )
+    parser.add_argument(
+        "--clients", default="1,8,32", help="keep-alive clients, default 1,8,32"
+    )
+    parser.add_argument(
+        "--fresh-clients",
+        type=int,
+        default=32,
+        help="clients on a fresh connection per request (default 32)",
+    )
+    parser.add_argument(
+        "--fresh-requests", type=int, help="shared by them, per run (default 320)"
+    )
+    parser.add_argument(
+        "--resets", type=int, help="timed resets per kind and run (default 20)"
+    )
     parser.add_argument("--repeat", type=int, help="runs per variant (default 3)")
     parser.add_argument(
         "--examples", type=int, help="Schemathesis examples per operation (default 25)"
@@ -67,11 +102,15 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument(
         "--variants",
-        default=",".join(variant.name for variant in VARIANTS),
-        help="comma-separated, default all: %(default)s",
+        default=",".join(DEFAULT_VARIANTS),
+        help="comma-separated, default %(default)s; also single@600, "
+        "pool-2@0, pool-8@600 and the like",
     )
     parser.add_argument("--json", metavar="FILE", help="write medians and runs")
     parser.add_argument("--plot", metavar="FILE.png", help="write a bar chart")
+    parser.add_argument(
+        "--markdown", metavar="FILE", help="write the tables as Markdown"
+    )
     parser.add_argument(
         "--servers",
         action="store_true",
@@ -95,9 +134,13 @@ def main() -> None:
         examples=args.examples,
         drain_clients=args.drain_clients,
         drain_timeout=args.drain_timeout,
+        fresh_clients=args.fresh_clients,
+        fresh_requests=args.fresh_requests,
+        resets=args.resets,
     )
     variants = [BY_NAME[name] for name in args.variants.split(",")]
     about = _report.machine()
+    began = time.monotonic()
 
     old_config = setup_databases(verbosity=0, interactive=False)
     datname = connections["default"].settings_dict["NAME"]
@@ -112,7 +155,8 @@ def main() -> None:
             compare_servers(args.requests, datname)
             return
         last_seed = seed()
-        connections.close_all()
+        warm_up(sizes)
+        restore(datname, last_seed)
         # Round-robin, so that other work on the machine slows every variant
         # alike rather than whichever ran while it did.
         runs: dict[str, list[dict[str, Any]]] = {
@@ -121,15 +165,22 @@ def main() -> None:
         for number in range(args.repeat):
             for variant in variants:
                 print(
-                    f"run {number + 1}/{args.repeat}: {variant.name}", file=sys.stderr
+                    f"run {number + 1}/{args.repeat}: {variant.name}",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
                 )
+                started = time.monotonic()
                 runs[variant.name].append(run(variant, sizes, datname))
                 restore(datname, last_seed)
+                print(f" ({time.monotonic() - started:.0f} s)", file=sys.stderr)
         results = {
             name: {"median": _report.medians(done), "runs": done}
             for name, done in runs.items()
         }
         about["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
+        about["elapsed_s"] = round(time.monotonic() - began)
+        about["django_safelive_after"] = _report.library_state()
     finally:
         allowed.disable()
         connections.close_all()
@@ -137,11 +188,24 @@ def main() -> None:
 
     print(
         f"{sizes.requests} requests per run, median of {args.repeat} runs; "
-        f"CONN_MAX_AGE = {about['conn_max_age']}; {about['cpu_count']} CPUs, "
+        f"{about['cpu_count']} CPUs, "
         f"Python {about['python']}, Django {about['django']}, {about['driver']}, "
-        f"PostgreSQL {about['postgresql']}\n"
+        f"PostgreSQL {about['postgresql']}; load average "
+        f"{about['load_average'][0]} at the start, "
+        f"{about['load_average_after'][0]} at the end; {about['elapsed_s']} s; "
+        f"django-safelive {about['django_safelive']}\n"
     )
-    print(_report.tables(variants, results, sizes))
+    if about["django_safelive_after"] != about["django_safelive"]:
+        print(
+            "The django-safelive checkout changed during the run (now "
+            f"{about['django_safelive_after']}): modules imported late may differ.\n"
+        )
+    tables = _report.tables(variants, results, sizes)
+    print("\n\n".join(table.text() for table in tables))
+    print()
+    print(_report.targets(variants, results, sizes))
+    if args.markdown:
+        _report.write_markdown(args.markdown, tables, variants, results, sizes)
     if args.json:
         _report.write_json(args.json, about, sizes, variants, results)
     if args.plot:

@@ -47,7 +47,7 @@ def third_party(name: str) -> Iterator[int]:
 @contextmanager
 def pool() -> Iterator[int]:
     """django-safelive's pool of four, as in the main benchmark."""
-    with serving(BY_NAME["pool-4"]) as thread:
+    with serving(BY_NAME["pool-4@600"]) as thread:
         yield thread.port
 
 
@@ -79,13 +79,11 @@ def compare_servers(total: int, datname: str) -> None:
                 pool() if name == "pool-4" else third_party(name)
             )
             with Sampler(datname) as sampler, server as port:
-                rate, errors = http_load(
-                    f"http://localhost:{port}/items/", clients, total
-                )
+                done = http_load(f"http://localhost:{port}/items/", clients, total)
             connections.close_all()
             time.sleep(0.5)  # let closed sessions leave pg_stat_activity
             left = end_sessions(datname)
             print(
-                f"{name:<10} {clients:>7} {rate:>8.0f} {sampler.peak:>14} "
-                f"{errors:>7} {left:>13}"
+                f"{name:<10} {clients:>7} {done.rate:>8.0f} {sampler.peak:>14} "
+                f"{done.errors:>7} {left:>13}"
             )

@@ -1,4 +1,5 @@
-"""``python -m benchmarks --quick``: every variant measured, the bounds kept."""
+"""``python -m benchmarks --quick``: every variant measured, the bounds kept,
+the targets reported."""
 
 from __future__ import annotations
 
@@ -12,9 +13,40 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ["stock", "single", "pool-2", "pool-4", "pool-8", "from_wsgi"]
-SAFELIVE = {"single": 1, "pool-2": 2, "pool-4": 4, "pool-8": 8}
+VARIANTS = [
+    "stock@0",
+    "stock+pgpool@0",
+    "single@0",
+    "pool-4@0",
+    "stock@600",
+    "single@600",
+    "pool-4@600",
+    "from_wsgi",
+]
+SAFELIVE = {"single@0": 1, "pool-4@0": 4, "single@600": 1, "pool-4@600": 4}
+HTTP = [name for name in VARIANTS if name != "from_wsgi"]
+BREAKDOWN = {
+    f"{client}_{figure}"
+    for client in ("keepalive", "fresh")
+    for figure in ("server_ms", "app_ms", "connects", "empty_reads")
+}
+RESET = {
+    "reset_ms",
+    "reset_full_ms",
+    "reset_empty_ms",
+    "reset_empty_full_ms",
+    "reset_sessions",
+    "reset_exit_wait_ms",
+    "reset_peak_sessions",
+}
 FIGURES = {
+    "fresh_ms",
+    "keepalive_ms",
+    "fresh_req_s",
+    "fresh_errors",
+    "fresh_peak_sessions",
+    *BREAKDOWN,
+    *RESET,
     "read_req_s",
     "write_req_s",
     "read_errors",
@@ -50,7 +82,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Requests/s" in done.stdout, done.stdout
+    for heading in ("fresh connection", "Requests/s", "Targets", "targets met"):
+        assert heading in done.stdout, done.stdout
     result: dict[str, Any] = json.loads(path.read_text())
     return result
 
@@ -65,11 +98,55 @@ def test_every_variant_and_figure(report: dict[str, Any]) -> None:
 
 
 def test_http_variants_measured_at_every_client_count(report: dict[str, Any]) -> None:
-    """Live servers get 1, 8 and 32 clients; in-process WSGI one client only."""
+    """Live servers get 1, 8 and 32 keep-alive clients and 1 and 32 fresh ones;
+    in-process WSGI one client only, and no fresh connection."""
     for name, variant in report["variants"].items():
         expected = ["1"] if name == "from_wsgi" else ["1", "8", "32"]
         for figure in ("read_req_s", "write_req_s", "peak_sessions"):
             assert list(variant["median"][figure]) == expected, (name, figure)
+        fresh = [] if name == "from_wsgi" else ["1", "32"]
+        for figure in ("fresh_req_s", "fresh_errors", "fresh_peak_sessions"):
+            assert list(variant["median"][figure]) == fresh, (name, figure)
+
+
+def test_variants_run_under_their_database_settings(report: dict[str, Any]) -> None:
+    """CONN_MAX_AGE 0 and 600 side by side; the psycopg pool only under 0."""
+    ages = {
+        name: variant["conn_max_age"] for name, variant in report["variants"].items()
+    }
+    assert ages == {
+        name: 600 if name.endswith("600") or name == "from_wsgi" else 0
+        for name in VARIANTS
+    }
+    pooled = [
+        name for name, variant in report["variants"].items() if variant["pg_pool"]
+    ]
+    assert pooled == ["stock+pgpool@0"]
+
+
+def test_latency_breakdown_and_reset_figures(report: dict[str, Any]) -> None:
+    """Every live server has a latency and its server-side breakdown; only
+    django-safelive a reset cost; in-process WSGI a latency only."""
+    for name, variant in report["variants"].items():
+        median = variant["median"]
+        assert median["keepalive_ms"] > 0, name
+        if name in HTTP:
+            assert median["fresh_ms"] > 0, name
+            for figure in ("keepalive_server_ms", "fresh_server_ms", "fresh_app_ms"):
+                assert median[figure] > 0, (name, figure)
+        else:
+            assert median["fresh_ms"] is None
+        for figure in RESET - {"reset_exit_wait_ms"}:
+            assert (median[figure] is not None) == (name in SAFELIVE), (name, figure)
+
+
+def test_targets_reported_for_safelive_variants(report: dict[str, Any]) -> None:
+    """Five targets per django-safelive variant, each with a verdict: all have
+    stock@0 (and stock+pgpool@0) to compare with."""
+    targets = report["targets"]
+    assert {target["variant"] for target in targets} == set(SAFELIVE)
+    assert len(targets) == 5 * len(SAFELIVE)
+    assert all(isinstance(target["met"], bool) for target in targets), targets
 
 
 def test_safelive_sessions_stay_within_workers(report: dict[str, Any]) -> None:
@@ -77,13 +154,20 @@ def test_safelive_sessions_stay_within_workers(report: dict[str, Any]) -> None:
     for name, workers in SAFELIVE.items():
         for run in report["variants"][name]["runs"]:
             peaks = [*run["peak_sessions"].values(), run["drain_sessions"]]
+            peaks += run["fresh_peak_sessions"].values()
             peaks.append(run["schemathesis_peak_sessions"])
+            peaks.append(run["reset_peak_sessions"])
             assert max(peaks) <= workers + 1, (name, run)
 
 
 def test_safelive_serves_without_errors(report: dict[str, Any]) -> None:
-    """Ours answer every request, 32 clients too: extra clients queue, never fail."""
+    """Ours answer every request, 32 clients too, fresh connections or kept
+    alive: extra clients queue, never fail."""
     for name in SAFELIVE:
         run = report["variants"][name]["runs"][0]
-        errors = [*run["read_errors"].values(), *run["write_errors"].values()]
+        errors = [
+            *run["read_errors"].values(),
+            *run["write_errors"].values(),
+            *run["fresh_errors"].values(),
+        ]
         assert (sum(errors), run["schemathesis_failures"]) == (0, 0), name
