@@ -270,15 +270,22 @@ class SessionGuard:
             self._restart_count()
         return entry
 
-    def take_opened(self, tag: str) -> int:
-        """How many sessions threads other than the test's opened for the server
-        tagged `tag` since the last call."""
+    def may_have_left_sessions(self, tag: str) -> bool:
+        """Whether the server tagged `tag` may have sessions PostgreSQL still
+        lists: one of another thread than the test's still open, or one closed
+        since the last call without its backend's exit being confirmed (a
+        collected connection, a wait that timed out). Otherwise every tagged
+        session went through this accounting and is gone."""
         with self._lock:
             for activation in self._activations:
                 if activation.tag == tag:
-                    opened, activation.opened = activation.opened, 0
-                    return opened
-        return 0
+                    unconfirmed, activation.unconfirmed = activation.unconfirmed, 0
+                    break
+            else:
+                return False
+            return bool(unconfirmed) or any(
+                holder.role != TEST_THREAD for holder in self._holders.values()
+            )
 
     def end_test(self) -> None:
         """No test runs any more; sessions opened now belong to none."""
@@ -320,8 +327,6 @@ class SessionGuard:
         )
         key = id(wrapper)
         self._holders[key] = holder
-        if active is not None and role != TEST_THREAD:
-            active.opened += 1
         # A wrapper collected while connected (its thread died) closes its
         # session; forget it then. One finalizer per wrapper, not per session.
         if key not in self._finalizers:
@@ -335,15 +340,19 @@ class SessionGuard:
                 window._saw(holder, self.holders(holder.alias))
         return holder
 
-    def _closed(self, key: int) -> None:
+    def _closed(self, key: int, *, confirmed: bool) -> None:
         holder = self._holders.pop(key, None)
         if holder is not None:
             holder.closed_at = time.monotonic()
             self.history.append(holder)
+            active = self.active
+            if not confirmed and active is not None and holder.role != TEST_THREAD:
+                active.unconfirmed += 1
 
     def _forget(self, key: int) -> None:
         with self._lock:
-            self._closed(key)
+            # Closed by the driver as the wrapper was collected: nobody waited.
+            self._closed(key, confirmed=False)
             self._finalizers.pop(key, None)
 
     def acquire(self, wrapper: BaseDatabaseWrapper) -> None:
@@ -379,10 +388,11 @@ class SessionGuard:
             if holder is not None:
                 holder.backend = backend
 
-    def release(self, wrapper: BaseDatabaseWrapper) -> None:
-        """Record that `wrapper` just closed its session."""
+    def release(self, wrapper: BaseDatabaseWrapper, *, confirmed: bool = True) -> None:
+        """Record that `wrapper` just closed its session; `confirmed` when its
+        backend's exit was seen (or there is no backend to wait for)."""
         with self._lock:
-            self._closed(id(wrapper))
+            self._closed(id(wrapper), confirmed=confirmed)
 
     def application_name(
         self, wrapper: BaseDatabaseWrapper, current: str | None
@@ -409,8 +419,9 @@ class _Activation:
     tag: str
     test_thread: int
     trace: bool = False
-    # Sessions opened by other threads than the test's since the last reset.
-    opened: int = 0
+    # Sessions of other threads than the test's closed since the last reset
+    # without their backend's exit seen.
+    unconfirmed: int = 0
 
 
 _counter = iter(range(1, 1 << 62))
@@ -467,6 +478,7 @@ def _wrap_close(
     def _close(self: BaseDatabaseWrapper) -> None:
         # The session counts until PostgreSQL itself no longer does.
         exiting = watch_exit(self)
+        confirmed = False
         try:
             original(self)
         except BaseException:
@@ -474,10 +486,9 @@ def _wrap_close(
                 os.close(exiting)  # the driver may still hold it open
             raise
         else:
-            if exiting is not None:
-                wait_exit(exiting)
+            confirmed = exiting is None or wait_exit(exiting)
         finally:
-            guard.release(self)
+            guard.release(self, confirmed=confirmed)
 
     _close.__wrapped__ = original  # type: ignore[attr-defined]
     return _close

@@ -50,9 +50,9 @@ def reset(thread: LiveServerThread, aliases: Iterable[str], tag: str) -> None:
     """Drain the server, close its workers' sessions and confirm they are gone.
 
     Closing a session waits until PostgreSQL has let it go (see
-    ``_sessions.wait_exit``); one query per alias then confirms that no other
-    session of the server's is left (a thread a view started, say), and only
-    if any was opened since the last reset.
+    ``_sessions.wait_exit``), so when the accounting shows every server
+    session closed and confirmed gone, nothing is asked of PostgreSQL; else
+    one query per alias finds what is left (a thread a view started, say).
     """
     aliases = list(aliases)
     left_behind: list[SessionsLeftBehind] = []
@@ -64,7 +64,7 @@ def reset(thread: LiveServerThread, aliases: Iterable[str], tag: str) -> None:
             # A flush would wait on the stuck request's locks: end it first.
             end_server_sessions(aliases, tag, terminate_now=True)
             raise stuck from None
-        if guard.take_opened(tag):
+        if guard.may_have_left_sessions(tag):
             left_behind = end_server_sessions(aliases, tag, terminate_now=False)
     raise_first(*left_behind, *take_violations())
 

@@ -94,6 +94,31 @@ class StopTests(TransactionTestCase):
         connections["default"].ensure_connection()
 
 
+class ResetTests(TransactionTestCase):
+    databases = {"default"}
+
+    def test_reset_ends_a_session_left_open(self) -> None:
+        """The reset between tests, which asks PostgreSQL only when its
+        accounting cannot rule a server session out, finds one a view's thread
+        still holds, ends it and reports it."""
+        served = live_server_class()
+        views.release_leak.clear()
+        served.setUpClass()
+        try:
+            self.assertEqual(
+                get(f"{served.live_server_url}/leak/").json(), {"opened": True}
+            )
+            leaked = _pg.server_sessions()
+            with self.assertRaises(SessionsLeftBehind) as caught:
+                served("test_nothing").reset_live_server()
+            self.assertIn(f"pid {leaked[0][0]}", str(caught.exception))
+            self.assertEqual(_pg.server_sessions(), [])
+        finally:
+            views.release_leak.set()
+            served.tearDownClass()
+            served.doClassCleanups()
+
+
 class PartialSetUpTests(TransactionTestCase):
     databases = {"default"}
 
