@@ -66,6 +66,7 @@ TEST_DEPS = [
     "pytest-xdist>=3.5",
     "requests>=2.31",
     "coverage[toml]>=7.4",
+    "pytest-cov>=5",
     "selenium>=4.11",
 ]
 # pytest-xdist workers per test session, each with a test database of its own.
@@ -276,10 +277,13 @@ def _install(session: nox.Session, django: str, driver: str) -> None:
 
 def _pytest(session: nox.Session, env: dict[str, str]) -> None:
     """pytest under coverage, in TEST_PROCESSES workers unless told otherwise."""
-    # A class's tests on one worker, so that its live server starts once.
-    workers = [] if session.posargs else ["-n", TEST_PROCESSES, "--dist", "loadscope"]
+    # A class's tests on one worker (tests/conftest.py groups them), so that its
+    # live server starts once; the module-level tests spread over the workers.
+    workers = [] if session.posargs else ["-n", TEST_PROCESSES, "--dist", "loadgroup"]
+    # pytest-cov measures the pytest-xdist workers, where the tests run (not the
+    # tools' and scenarios' own subprocesses); `nox -s coverage` combines.
     session.run(
-        "coverage", "run", "-m", "pytest", *workers, *session.posargs,
+        "pytest", "--cov", "--cov-report=", *workers, *session.posargs,
         env={
             "PYTHONDEVMODE": "1",
             "COVERAGE_FILE": f".coverage.{session.name}",

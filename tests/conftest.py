@@ -41,6 +41,14 @@ ONCE = (
 RUN_ONCE = os.environ.get("SAFELIVE_TEST_ONCE", "1") != "0"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist's ``--dist loadgroup``, keep a test case class's tests
+    on one worker, so that its live server starts once; spread the rest."""
+    for item in items:
+        if item.cls is not None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.rsplit("::", 1)[0]))
+
+
 def pytest_ignore_collect(collection_path: Path) -> bool | None:
     name = collection_path.name
     if not (name.startswith("test_") and name.endswith(".py")):
