@@ -41,11 +41,26 @@ ONCE = (
 RUN_ONCE = os.environ.get("SAFELIVE_TEST_ONCE", "1") != "0"
 
 
+# Modules whose tests watch or change the whole database server (the tools), or
+# share one expensive run (the benchmark): under pytest-xdist their tests run
+# one after the other on one worker, as they would without it.
+WHOLE_MODULES = (
+    "test_watch.py",
+    "test_doctor.py",
+    "test_demo.py",
+    "test_benchmarks.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist's ``--dist loadgroup``, keep a test case class's tests
-    on one worker, so that its live server starts once; spread the rest."""
+    on one worker, so that its live server starts once, and the tests of
+    WHOLE_MODULES on one worker; spread the rest."""
     for item in items:
-        if item.cls is not None:
+        module = item.nodeid.partition("::")[0]
+        if module.endswith(WHOLE_MODULES):
+            item.add_marker(pytest.mark.xdist_group(module))
+        elif item.cls is not None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.rsplit("::", 1)[0]))
 
 
