@@ -60,7 +60,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.nodeid.partition("::")[0]
         if module.endswith(WHOLE_MODULES):
             item.add_marker(pytest.mark.xdist_group(module))
-        elif item.cls is not None:
+        elif getattr(item, "cls", None) is not None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.rsplit("::", 1)[0]))
 
 
