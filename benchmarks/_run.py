@@ -158,6 +158,9 @@ def database_settings(variant: Variant) -> Iterator[None]:
         connections.close_all()
         if variant.pg_pool:
             connections["default"].close_pool()  # type: ignore[attr-defined]
+            # Its sessions end as the pool closes them: the next variant starts
+            # (and samples) only when the database has none left.
+            wait_empty(settings_dict["NAME"])
         settings_dict["CONN_MAX_AGE"], pool = saved
         options.pop("pool", None)
         if pool:

@@ -34,11 +34,14 @@ PLOT_INSTALL_HINT = "pip install 'django-safelive[plot]'"
 Field = Literal["datname", "application_name", "state"]
 FIELDS: tuple[Field, ...] = ("datname", "application_name", "state")
 
+# Every watch's own session is left out, not only this one's: another watch
+# running, or one that just closed its session, is tooling, not the command.
 _SAMPLE = """
     SELECT coalesce(datname, ''), coalesce(application_name, ''),
            coalesce(state, ''), count(*)
     FROM pg_stat_activity
     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+      AND application_name IS DISTINCT FROM %s
     GROUP BY 1, 2, 3
 """
 
@@ -381,7 +384,7 @@ class Sampler:
 
     def _query(self) -> tuple[Row, ...]:
         with self._connection.cursor() as cursor:
-            cursor.execute(_SAMPLE)
+            cursor.execute(_SAMPLE, [APPLICATION_NAME])
             return tuple(Row(*row) for row in cursor.fetchall())
 
     def _run(self) -> None:
