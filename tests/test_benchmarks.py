@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ MACHINE = {"platform", "cpu_count", "python", "django", "driver", "postgresql"}
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The JSON of one quick benchmark run, on a database of its own."""
     path = tmp_path_factory.mktemp("bench") / "bench.json"
-    name = os.environ.get("SAFELIVE_TEST_DB_NAME", "test_safelive") + "_bench"
+    # A database of this run's own: no other process can create or drop it.
+    base = os.environ.get("SAFELIVE_TEST_DB_NAME", "test_safelive")
+    name = f"{base}_bench_{uuid.uuid4().hex[:8]}"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--json", str(path)],
         cwd=ROOT,
