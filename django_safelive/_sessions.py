@@ -12,6 +12,8 @@ from typing import Any
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from django_safelive._config import pool_sizes
+
 # How long a closed session's backend may take to exit before we stop waiting
 # (it takes a few milliseconds).
 EXIT_WAIT = 5.0
@@ -24,7 +26,7 @@ def watch_exit(wrapper: BaseDatabaseWrapper) -> int | None:
     if (
         wrapper.vendor != "postgresql"
         or wrapper.connection is None
-        or wrapper.settings_dict.get("OPTIONS", {}).get("pool")
+        or pool_sizes(wrapper.settings_dict) is not None
     ):
         return None
     try:
