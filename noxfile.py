@@ -58,6 +58,8 @@ MATRIX = [
     ("3.12", "6.1", "psycopg2"),
     ("3.13", "6.1", "psycopg"),
 ]
+# The pairs measured by coverage (see `tests`).
+COVERED = (MATRIX[0], MATRIX[-1])
 DRIVERS = {"psycopg2": "psycopg2-binary>=2.9", "psycopg": "psycopg[binary,pool]>=3.1"}
 TEST_DEPS = [
     "matplotlib>=3.7",
@@ -259,6 +261,33 @@ def _require_database(session: nox.Session, server: str, *, skippable: bool) -> 
     session.error(problem)
 
 
+def _mysqlclient_headers() -> bool:
+    """Whether mysqlclient (built from source on Linux and macOS) can find the
+    MariaDB/MySQL client library it builds against, the way its setup does."""
+    if shutil.which("mariadb_config") or shutil.which("mysql_config"):
+        return True
+    if not shutil.which("pkg-config"):
+        return False
+    return any(
+        subprocess.run(["pkg-config", "--exists", name]).returncode == 0
+        for name in ("mysqlclient", "libmariadb")
+    )
+
+
+def _require_mysqlclient_headers(session: nox.Session) -> None:
+    """Skip the session (fail it on CI) when mysqlclient cannot be built."""
+    if _mysqlclient_headers():
+        return
+    message = (
+        "mysqlclient cannot be built: its client library headers are missing "
+        "(Debian/Ubuntu: apt-get install libmariadb-dev pkg-config; "
+        "macOS: brew install mariadb-connector-c pkg-config)"
+    )
+    if ON_CI:
+        session.error(message)
+    session.skip(message)
+
+
 # -- sessions -------------------------------------------------------------------
 def _database_name(session: nox.Session) -> str:
     """A test database of the session's own, so concurrent runs never collide."""
@@ -275,15 +304,17 @@ def _install(session: nox.Session, django: str, driver: str) -> None:
     )
 
 
-def _pytest(session: nox.Session, env: dict[str, str]) -> None:
-    """pytest under coverage, in TEST_PROCESSES workers unless told otherwise."""
+def _pytest(session: nox.Session, env: dict[str, str], *, cover: bool = True) -> None:
+    """pytest in TEST_PROCESSES workers unless told otherwise; under coverage
+    when `cover`."""
     # A class's tests on one worker (tests/conftest.py groups them), so that its
     # live server starts once; the module-level tests spread over the workers.
     workers = [] if session.posargs else ["-n", TEST_PROCESSES, "--dist", "loadgroup"]
     # pytest-cov measures the pytest-xdist workers, where the tests run (not the
     # tools' and scenarios' own subprocesses); `nox -s coverage` combines.
+    coverage = ["--cov", "--cov-report="] if cover else []
     session.run(
-        "pytest", "--cov", "--cov-report=", *workers, *session.posargs,
+        "pytest", *coverage, *workers, *session.posargs,
         env={
             "PYTHONDEVMODE": "1",
             "COVERAGE_FILE": f".coverage.{session.name}",
@@ -310,7 +341,11 @@ def tests(session: nox.Session, version: str, django: str, driver: str) -> None:
         session.install(DRIVERS["psycopg2"])
     # The tests that do not depend on Django or the driver run once, on the
     # newest pair (tests/conftest.py lists them).
-    _pytest(session, {"SAFELIVE_TEST_ONCE": "1" if newest else "0"})
+    once = {"SAFELIVE_TEST_ONCE": "1" if newest else "0"}
+    # Coverage tracing costs about a fifth of a session's time. The ends of the
+    # matrix (oldest Python, Django and psycopg2; newest, psycopg 3) and the
+    # backends between them reach every version- and driver-dependent branch.
+    _pytest(session, once, cover=(version, django, driver) in COVERED)
 
 
 # The shared behaviour tests on every other backend (tests/conftest.py picks
@@ -336,6 +371,7 @@ def backends(
     _require_database(session, "PostgreSQL", skippable=False)
     if backend == "mariadb":
         _require_database(session, "MariaDB", skippable=True)
+        _require_mysqlclient_headers(session)
     session.install(
         f"django~={django}.0",
         *([driver] if driver else []),
