@@ -28,7 +28,8 @@ _ONLY = {
 # Tests whose outcome does not depend on the Django version or the database
 # driver: the command-line tools (demo, watch, doctor, benchmarks) and the
 # pytest-xdist budget split, a plugin feature measured in pytest runs of their
-# own, and the real-browser test. The nox matrix runs them once, on its newest
+# own, and the real-browser test; and the tests marked stock_baseline, which
+# measure Django's own server. The nox matrix runs them once, on its newest
 # pair, with SAFELIVE_TEST_ONCE=1 there and 0 elsewhere. Unset, they run.
 ONCE = (
     "test_demo.py",
@@ -52,10 +53,28 @@ WHOLE_MODULES = (
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist's ``--dist loadgroup``, keep a test case class's tests
-    on one worker, so that its live server starts once, and the tests of
-    WHOLE_MODULES on one worker; spread the rest."""
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "stock_baseline: the half of a root-cause pair that runs Django's own "
+        "server (measures Django, not the library); run once, like ONCE",
+    )
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Leave out the stock baselines where ONCE tests are left out. Under
+    pytest-xdist's ``--dist loadgroup``, keep a test case class's tests on one
+    worker, so that its live server starts once, and the tests of WHOLE_MODULES
+    on one worker; spread the rest."""
+    if not RUN_ONCE:
+        baselines = [
+            item for item in items if item.get_closest_marker("stock_baseline")
+        ]
+        if baselines:
+            config.hook.pytest_deselected(items=baselines)
+            items[:] = [item for item in items if item not in baselines]
     for item in items:
         module = item.nodeid.partition("::")[0]
         if module.endswith(WHOLE_MODULES):
@@ -77,7 +96,11 @@ def pytest_ignore_collect(collection_path: Path) -> bool | None:
 
 def pytest_report_header() -> str:
     modules = ", ".join(_ONLY[BACKEND]) if BACKEND in _ONLY else "all but test_pool.py"
-    once = "" if RUN_ONCE else f"; not {', '.join(ONCE)} (SAFELIVE_TEST_ONCE=0)"
+    once = (
+        ""
+        if RUN_ONCE
+        else f"; not {', '.join(ONCE)} nor the stock baselines (SAFELIVE_TEST_ONCE=0)"
+    )
     return (
         f"django-safelive tests: SAFELIVE_TEST_DB={BACKEND}, running {modules}" + once
     )

@@ -65,7 +65,9 @@ FIGURES = {
 MACHINE = {"platform", "cpu_count", "python", "django", "driver", "postgresql"}
 
 
-@pytest.fixture(scope="module")
+# Session scope: under pytest-xdist another group's test may run between two
+# of this module's, which would tear a module fixture down and run it again.
+@pytest.fixture(scope="session")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The JSON of one quick benchmark run, on a database of its own."""
     path = tmp_path_factory.mktemp("bench") / "bench.json"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from django_safelive._pytest_server import SafeLiveServer
 from tests import _pg
 from tests._clients import AUTH, concurrently, get
-from tests.test_root_causes import BUDGET, assert_stock_over_ours_within, run
+from tests.test_root_causes import BUDGET, assert_ours_within, run, stock_baseline
 
 
 def test_interface_matches_live_server(safe_live_server: SafeLiveServer) -> None:
@@ -119,9 +119,16 @@ def test_switch_where_the_configured_database_does_not_exist() -> None:
     assert 1 <= safe.peak <= BUDGET
 
 
+@stock_baseline
+def test_pytest_djangos_live_server_goes_over_the_budget() -> None:
+    """Without the switch, pytest-django's live_server exceeds the budget."""
+    stock = run("pytest_live_server", "stock")
+    assert "server=LiveServer" in stock.output
+    assert stock.peak > BUDGET, stock.output
+
+
 def test_switch_bounds_pytest_djangos_live_server() -> None:
     """--safelive-live-server turns pytest-django's live_server into ours."""
-    stock, safe = assert_stock_over_ours_within("pytest_live_server")
-    assert "server=LiveServer" in stock.output
+    safe = assert_ours_within("pytest_live_server")
     assert "server=SafeLiveServer" in safe.output
     assert safe.value("a_class") == 1
