@@ -20,6 +20,12 @@ if TYPE_CHECKING:
         SessionBudgetExceeded,
         SessionsLeftBehind,
     )
+    from django_safelive._rollback import (
+        RollbackLiveServerMixin,
+        RollbackLiveServerTestCase,
+        RollbackUnsupported,
+        StaticRollbackLiveServerTestCase,
+    )
     from django_safelive._server import BoundedWSGIServer, SafeLiveServerThread
     from django_safelive._testcases import (
         LiveServerTestCase,
@@ -33,6 +39,9 @@ __all__ = [
     "Holder",
     "LiveServerTestCase",
     "RequestStuck",
+    "RollbackLiveServerMixin",
+    "RollbackLiveServerTestCase",
+    "RollbackUnsupported",
     "SafeLiveError",
     "SafeLiveServerMixin",
     "SafeLiveServerThread",
@@ -41,6 +50,7 @@ __all__ = [
     "SessionWindow",
     "SessionsLeftBehind",
     "StaticLiveServerTestCase",
+    "StaticRollbackLiveServerTestCase",
     "max_sessions",
 ]
 
@@ -51,6 +61,9 @@ _MODULES = {
     "Holder": "_budget",
     "LiveServerTestCase": "_testcases",
     "RequestStuck": "_exceptions",
+    "RollbackLiveServerMixin": "_rollback",
+    "RollbackLiveServerTestCase": "_rollback",
+    "RollbackUnsupported": "_rollback",
     "SafeLiveError": "_exceptions",
     "SafeLiveServerMixin": "_testcases",
     "SafeLiveServerThread": "_server",
@@ -59,6 +72,7 @@ _MODULES = {
     "SessionWindow": "_budget",
     "SessionsLeftBehind": "_exceptions",
     "StaticLiveServerTestCase": "_testcases",
+    "StaticRollbackLiveServerTestCase": "_rollback",
     "max_sessions": "_assertions",
 }
 

@@ -1,5 +1,6 @@
-"""The pytest plugin: a ``safe_live_server`` fixture, and a switch that makes
-pytest-django's ``live_server`` the bounded one."""
+"""The pytest plugin: the ``safe_live_server`` and ``rollback_live_server``
+fixtures, and a switch that makes pytest-django's ``live_server`` the bounded
+one."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django_safelive import _summary
 
 if TYPE_CHECKING:
     from django_safelive._pytest_server import SafeLiveServer
+    from django_safelive._rollback import RollbackLiveServer
 
 _ORIGINAL_LIVE_SERVER = pytest.StashKey[Any]()
 # The user property that carries a test's session record in its teardown report.
@@ -204,6 +206,36 @@ def safe_live_server(
     server = SafeLiveServer(addr, db_blocker=django_db_blocker)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def rollback_live_server(
+    request: pytest.FixtureRequest, db: None
+) -> Iterator[RollbackLiveServer]:
+    """A live server serving inside the test's transaction (pytest-django's
+    ``db``), on the test's own database session: the test sees what requests
+    wrote, requests see the test's data, and everything is rolled back after
+    the test. A server of its own for each test, stopped before the rollback.
+    """
+    from django_safelive._budget import guard
+    from django_safelive._rollback import RollbackLiveServer
+
+    addr = (
+        request.config.getvalue("liveserver")
+        or os.getenv("DJANGO_LIVE_TEST_SERVER_ADDRESS")
+        or "localhost"
+    )
+    server = RollbackLiveServer(addr, _databases(request))
+    guard.begin_test(request.node.nodeid)
+    try:
+        try:
+            yield server
+            server.reset()
+        finally:
+            _summary.record(guard.take_test_sessions())
+            guard.end_test()
+    finally:
+        server.stop()
 
 
 def _databases(request: pytest.FixtureRequest) -> list[str]:

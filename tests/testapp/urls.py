@@ -21,4 +21,9 @@ urlpatterns = [
     path("stream/", views.stream),
     path("browser/", views.browser_page),
     path("browser/badge/<int:number>.svg", views.badge),
+    path("rollback/duplicate/", views.duplicate_item),
+    path("rollback/duplicate-caught/", views.duplicate_item_caught),
+    path("rollback/write-then-fail/", views.write_then_fail),
+    path("rollback/hold/", views.hold),
+    path("rollback/on-commit/", views.with_on_commit),
 ]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import (
     HttpRequest,
@@ -368,3 +368,56 @@ def badge(request: HttpRequest, number: int) -> HttpResponse:
         f'height="20"><text x="2" y="15">{count}</text></svg>'
     )
     return HttpResponse(svg, content_type="image/svg+xml")
+
+
+# The rollback live server's tests (tests/test_rollback.py).
+on_commit_ran: list[str] = []
+# When /rollback/hold/ last finished, by time.monotonic(), and that it started.
+hold_finished: list[float] = []
+hold_entered = threading.Event()
+
+
+@csrf_exempt
+def duplicate_item(request: HttpRequest) -> HttpResponse:
+    """Insert an item with ?pk=N, an existing primary key: IntegrityError."""
+    Item.objects.create(name="written before the duplicate")
+    Item.objects.create(pk=int(request.GET["pk"]), name="duplicate")
+    return JsonResponse({"created": True}, status=201)
+
+
+@csrf_exempt
+def duplicate_item_caught(request: HttpRequest) -> HttpResponse:
+    """Insert a duplicate primary key, catch the IntegrityError, answer 409."""
+    Item.objects.create(name="written before the duplicate")
+    try:
+        Item.objects.create(pk=int(request.GET["pk"]), name="duplicate")
+    except IntegrityError:
+        return JsonResponse({"detail": "conflict"}, status=409)
+    return JsonResponse({"created": True}, status=201)
+
+
+@csrf_exempt
+def write_then_fail(request: HttpRequest) -> HttpResponse:
+    """Write a row outside any atomic block, then fail: a 500."""
+    Item.objects.create(name="written by a failed request")
+    raise RuntimeError("the view failed after writing")
+
+
+@csrf_exempt
+def hold(request: HttpRequest) -> HttpResponse:
+    """Write a row, then hold the request for ?seconds=N, then note the time."""
+    Item.objects.create(name="held")
+    hold_entered.set()
+    time.sleep(float(request.GET.get("seconds", "0.3")))
+    hold_finished.append(time.monotonic())
+    return JsonResponse({"held": True}, status=201)
+
+
+@csrf_exempt
+def with_on_commit(request: HttpRequest) -> HttpResponse:
+    """Write a row and register an on_commit callback; fail after it with ?fail=1."""
+    item = Item.objects.create(name="with on_commit")
+    transaction.on_commit(lambda: on_commit_ran.append(item.name))
+    if request.GET.get("fail"):
+        raise RuntimeError("the view failed after registering its callback")
+    return JsonResponse(_item(item), status=201)

@@ -1,0 +1,346 @@
+"""The rollback live server: requests inside the test's transaction, one session."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, ClassVar
+
+import pytest
+import requests
+from django.db import connection, transaction
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from django_safelive import (
+    RollbackLiveServerTestCase,
+    RollbackUnsupported,
+    StaticRollbackLiveServerTestCase,
+)
+from django_safelive import hypothesis as safelive_hypothesis
+from django_safelive._rollback import RollbackLiveServer, RollbackServerThread
+from tests import _pg
+from tests._clients import AUTH, concurrently, get
+from tests._sampler import Sampler
+from tests.testapp import views
+from tests.testapp.models import Item
+
+# Requests that fail: their writes are rolled back, the test's transaction
+# stays usable. (path, status)
+FAILING = [
+    ("/rollback/duplicate/?pk={pk}", 500),
+    ("/rollback/duplicate-caught/?pk={pk}", 409),
+    ("/rollback/write-then-fail/", 500),
+    ("/faults/raise-in-transaction/", 500),
+    ("/faults/leave-atomic-open/", 200),
+    ("/faults/leave-autocommit-off/", 500),
+]
+
+
+def post_item(url: str, name: str) -> requests.Response:
+    """POST a new item to the server at `url` on a fresh client."""
+    with requests.Session() as client:
+        return client.post(f"{url}/items/", json={"name": name}, headers=AUTH)
+
+
+def names(url: str) -> list[str]:
+    """The names the server at `url` lists, in order."""
+    response = get(f"{url}/items/")
+    assert response.status_code == 200, response.content
+    return [item["name"] for item in response.json()]
+
+
+class SessionsSampled:
+    """Sample the test database's sessions for the whole class; fail the class
+    if more than one was ever open."""
+
+    sampler: ClassVar[Sampler]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.sampler = Sampler(connection.settings_dict["NAME"])
+        cls.sampler.__enter__()
+        cls.addClassCleanup(cls._check_sessions)  # type: ignore[attr-defined]
+        super().setUpClass()  # type: ignore[misc]
+
+    @classmethod
+    def _check_sessions(cls) -> None:
+        cls.sampler.__exit__(None, None, None)
+        assert cls.sampler.samples > 0
+        assert cls.sampler.peak <= 1, f"{cls.sampler.peak} sessions at once"
+
+
+class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
+    item: Item
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        cls.item = Item.objects.create(name="from setUpTestData", price=7)
+
+    def test_server_sees_set_up_test_data(self) -> None:
+        """Data from setUpTestData is visible to requests."""
+        response = get(f"{self.live_server_url}/items/{self.item.pk}/")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.json()["name"], "from setUpTestData")
+
+    def test_writes_visible_to_test_and_later_requests(self) -> None:
+        """A request's write is seen by the test thread and by later requests."""
+        self.assertEqual(Item.objects.count(), 1)
+        response = post_item(self.live_server_url, "over http")
+        self.assertEqual(response.status_code, 201, response.content)
+        self.assertTrue(Item.objects.filter(name="over http").exists())
+        self.assertEqual(
+            names(self.live_server_url), ["from setUpTestData", "over http"]
+        )
+
+    def test_writes_of_other_tests_are_gone(self) -> None:
+        """Each test starts with setUpTestData's rows only (the other tests' are
+        rolled back, whatever the order)."""
+        self.assertEqual(
+            list(Item.objects.values_list("name", flat=True)), ["from setUpTestData"]
+        )
+        self.assertEqual(post_item(self.live_server_url, "mine").status_code, 201)
+
+    def test_server_sees_the_test_threads_writes(self) -> None:
+        """A row the test wrote, uncommitted, is served."""
+        Item.objects.create(name="written by the test")
+        self.assertIn("written by the test", names(self.live_server_url))
+
+    def test_failing_requests_roll_back_alone(self) -> None:
+        """IntegrityError, 500, an open atomic() or autocommit left off: the
+        request's writes are rolled back and the test's transaction stays usable."""
+        kept = post_item(self.live_server_url, "kept").json()["id"]
+        for path, status in FAILING:
+            with self.subTest(path=path):
+                with requests.Session() as client:
+                    response = client.post(
+                        self.live_server_url + path.format(pk=kept), headers=AUTH
+                    )
+                self.assertEqual(response.status_code, status, response.content)
+                self.assertEqual(
+                    sorted(Item.objects.values_list("name", flat=True)),
+                    ["from setUpTestData", "kept"],
+                )
+                self.assertFalse(connection.needs_rollback)
+                self.assertEqual(len(connection.savepoint_ids), 1)
+        # Both sides can still write, and see each other's writes.
+        Item.objects.create(name="after, by the test")
+        self.assertEqual(post_item(self.live_server_url, "after").status_code, 201)
+        self.assertEqual(
+            names(self.live_server_url),
+            ["from setUpTestData", "kept", "after, by the test", "after"],
+        )
+
+    def test_one_session_under_concurrent_clients(self) -> None:
+        """Eight clients at once are all answered, on the test thread's session."""
+        with Sampler(connection.settings_dict["NAME"]) as sampler:
+            statuses = concurrently(f"{self.live_server_url}/items/", 8)
+            creators = [
+                threading.Thread(target=post_item, args=(self.live_server_url, f"c{n}"))
+                for n in range(8)
+            ]
+            for creator in creators:
+                creator.start()
+            for creator in creators:
+                creator.join()
+        self.assertEqual(statuses, [200] * 8)
+        self.assertEqual(Item.objects.count(), 9)
+        self.assertEqual(sampler.peak, 1)
+        self.assertEqual(_pg.sessions(), [])
+
+    def test_query_while_a_request_runs(self) -> None:
+        """A test-thread query waits for the request in flight, then sees its
+        write; neither deadlocks nor breaks the transaction."""
+        views.hold_entered.clear()
+        views.hold_finished.clear()
+        answers: list[int] = []
+        client = threading.Thread(
+            target=lambda: answers.append(
+                get(f"{self.live_server_url}/rollback/hold/?seconds=0.5").status_code
+            )
+        )
+        client.start()
+        try:
+            self.assertTrue(views.hold_entered.wait(30))
+            with transaction.atomic():
+                count = Item.objects.filter(name="held").count()
+                queried = time.monotonic()
+                Item.objects.create(name="by the test, in its own atomic()")
+        finally:
+            client.join()
+        self.assertEqual(answers, [201])
+        self.assertEqual(count, 1)
+        self.assertGreaterEqual(queried, views.hold_finished[0])
+        self.assertEqual(len(connection.savepoint_ids), 1)
+        self.assertEqual(len(names(self.live_server_url)), 3)
+
+    def test_atomic_requests(self) -> None:
+        """ATOMIC_REQUESTS works inside the request's savepoint."""
+        connection.settings_dict["ATOMIC_REQUESTS"] = True
+        self.addCleanup(connection.settings_dict.__setitem__, "ATOMIC_REQUESTS", False)
+        self.assertEqual(post_item(self.live_server_url, "atomic").status_code, 201)
+        with requests.Session() as client:
+            failed = client.post(f"{self.live_server_url}/rollback/write-then-fail/")
+        self.assertEqual(failed.status_code, 500)
+        self.assertEqual(names(self.live_server_url), ["from setUpTestData", "atomic"])
+
+    def test_on_commit_as_in_test_case(self) -> None:
+        """on_commit callbacks of requests are captured by
+        captureOnCommitCallbacks, as the test thread's are; a failed request's
+        are discarded."""
+        views.on_commit_ran.clear()
+        with self.captureOnCommitCallbacks(execute=True) as callbacks:
+            ok = requests.post(f"{self.live_server_url}/rollback/on-commit/")
+            failed = requests.post(f"{self.live_server_url}/rollback/on-commit/?fail=1")
+        self.assertEqual((ok.status_code, failed.status_code), (201, 500))
+        self.assertEqual(len(callbacks), 1)
+        self.assertEqual(views.on_commit_ran, ["with on_commit"])
+        requests.post(f"{self.live_server_url}/rollback/on-commit/").close()
+        self.assertEqual(views.on_commit_ran, ["with on_commit"])
+
+    def test_thread_with_its_own_session_is_refused(self) -> None:
+        """A thread a view starts cannot open a session of its own: the request
+        fails, and the reset says why."""
+        response = get(f"{self.live_server_url}/spawn/?threads=1")
+        self.assertEqual(response.status_code, 500)
+        self.assertIn("SessionBudgetExceeded", response.json()["errors"][0])
+        with self.assertRaisesRegex(RollbackUnsupported, "session of its own"):
+            self.reset_live_server()
+        self.assertEqual(_pg.sessions(), [])
+
+    def test_call_to_itself_is_refused(self) -> None:
+        """A view calling the server itself is refused at once, not deadlocked."""
+        response = get(f"{self.live_server_url}/webhook/")
+        self.assertEqual(response.status_code, 502)
+        with self.assertRaisesRegex(RollbackUnsupported, "called the live server"):
+            self.reset_live_server()
+
+    def test_nested_given_rolled_back_per_example(self) -> None:
+        """A @given inside the test, each example in an atomic() block it rolls
+        back: no example sees another's rows."""
+        seen: list[int] = []
+
+        @settings(max_examples=15, deadline=None, database=None)
+        @given(st.integers(min_value=0, max_value=3))
+        def example(count: int) -> None:
+            with transaction.atomic():
+                seen.append(Item.objects.count())
+                for number in range(count):
+                    post_item(self.live_server_url, f"example {number}")
+                self.assertEqual(len(names(self.live_server_url)), 1 + count)
+                transaction.set_rollback(True)
+
+        example()
+        self.assertEqual(set(seen), {1})
+
+    def test_runs_in_a_single_worker_server(self) -> None:
+        """The server is the bounded one, with one worker and a budget of one."""
+        self.assertIsInstance(self.server_thread, RollbackServerThread)
+        self.assertEqual(self.server_thread.config.workers, 1)
+        self.assertEqual(self.server_thread.config.max_connections, 1)
+
+
+class StaticRollbackTests(SessionsSampled, StaticRollbackLiveServerTestCase):
+    def test_static_files_served(self) -> None:
+        """The static variant serves files from the finders."""
+        response = get(f"{self.live_server_url}/static/testapp/hello.txt")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(post_item(self.live_server_url, "static").status_code, 201)
+        self.assertEqual(Item.objects.count(), 1)
+
+
+class HypothesisRollbackTests(
+    SessionsSampled, safelive_hypothesis.RollbackLiveServerTestCase
+):
+    examples = 0
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        Item.objects.create(name="from setUpTestData")
+
+    @settings(max_examples=30, deadline=None, database=None)
+    @given(
+        names=st.lists(
+            st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s),
+            max_size=3,
+        )
+    )
+    def test_examples_are_isolated(self, names: list[str]) -> None:
+        """Each example sees setUpTestData's row only, never an earlier example's."""
+        type(self).examples += 1
+        self.assertEqual(
+            list(Item.objects.values_list("name", flat=True)), ["from setUpTestData"]
+        )
+        for name in names:
+            self.assertEqual(post_item(self.live_server_url, name).status_code, 201)
+        self.assertEqual(Item.objects.count(), 1 + len(names))
+        self.assertEqual(_pg.sessions(), [])
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        super().tearDownClass()
+        assert cls.examples >= 20, cls.examples
+
+
+class StaticHypothesisRollbackTests(
+    safelive_hypothesis.StaticRollbackLiveServerTestCase
+):
+    def test_static_files_served(self) -> None:
+        """The Hypothesis static variant serves static files."""
+        response = get(f"{self.live_server_url}/static/testapp/hello.txt")
+        self.assertEqual(response.status_code, 200)
+
+
+# -- the pytest fixture -----------------------------------------------------
+
+
+def test_fixture_writes_visible_to_the_test(rollback_live_server: Any) -> None:
+    """A request's write is seen by the test; the test's by requests."""
+    assert Item.objects.count() == 0
+    assert post_item(rollback_live_server.url, "over http").status_code == 201
+    Item.objects.create(name="by the test")
+    assert names(str(rollback_live_server)) == ["over http", "by the test"]
+    assert Item.objects.count() == 2
+
+
+def test_fixture_writes_are_rolled_back(rollback_live_server: Any) -> None:
+    """Each test starts empty: the other tests' writes were rolled back."""
+    assert Item.objects.count() == 0
+    assert post_item(rollback_live_server + "", "again").status_code == 201
+
+
+def test_fixture_failing_requests(rollback_live_server: Any) -> None:
+    """A failing request leaves the test's transaction usable."""
+    kept = post_item(rollback_live_server.url, "kept").json()["id"]
+    for path, status in FAILING:
+        with requests.Session() as client:
+            response = client.post(
+                rollback_live_server.url + path.format(pk=kept), headers=AUTH
+            )
+        assert response.status_code == status, path
+        assert list(Item.objects.values_list("name", flat=True)) == ["kept"], path
+    assert post_item(rollback_live_server.url, "after").status_code == 201
+    assert Item.objects.count() == 2
+
+
+def test_fixture_one_session(rollback_live_server: Any) -> None:
+    """Concurrent clients are answered on the test's own session."""
+    with Sampler(connection.settings_dict["NAME"]) as sampler:
+        statuses = concurrently(f"{rollback_live_server.url}/items/", 8)
+    assert statuses == [200] * 8
+    assert sampler.peak == 1
+    assert _pg.sessions() == []
+
+
+def test_fixture_refuses_a_second_session(db: None) -> None:
+    """A view's thread opening its own session fails the test with a clear error."""
+    server = RollbackLiveServer("localhost", ["default"])
+    try:
+        response = get(f"{server.url}/spawn/?threads=1")
+        assert response.status_code == 500
+        with pytest.raises(RollbackUnsupported):
+            server.reset()
+    finally:
+        server.stop()
+    assert not connection.needs_rollback
+    assert Item.objects.count() == 0
