@@ -18,12 +18,14 @@ from django_safelive import (
     StaticRollbackLiveServerTestCase,
 )
 from django_safelive import hypothesis as safelive_hypothesis
+from django_safelive import schemathesis as safelive_schemathesis
 from django_safelive._rollback import RollbackLiveServer, RollbackServerThread
 from tests import _pg
 from tests._clients import AUTH, concurrently, get
 from tests._sampler import Sampler
 from tests.testapp import views
 from tests.testapp.models import Item
+from tests.testapp.views import OPENAPI
 
 # Requests that fail: their writes are rolled back, the test's transaction
 # stays usable. (path, status)
@@ -247,6 +249,16 @@ class StaticRollbackTests(SessionsSampled, StaticRollbackLiveServerTestCase):
         self.assertEqual(response.status_code, 200)
         self.assertEqual(post_item(self.live_server_url, "static").status_code, 201)
         self.assertEqual(Item.objects.count(), 1)
+
+
+class SchemathesisRollbackTests(SessionsSampled, RollbackLiveServerTestCase):
+    def test_schema_suite_passes(self) -> None:
+        """A django_safelive.schemathesis suite runs unchanged on the rollback
+        server, its writes inside the test's transaction."""
+        api = safelive_schemathesis.from_dict(OPENAPI, headers=AUTH, max_examples=8)
+        api.check_all(self)
+        self.assertTrue(Item.objects.exists())
+        self.assertEqual(_pg.sessions(), [])
 
 
 class HypothesisRollbackTests(
