@@ -168,6 +168,12 @@ class SharedTransaction:
     def install(self) -> None:
         """Put the lock and the guards on the shared connections."""
         for wrapper in self.wrappers:
+            if isinstance(wrapper.savepoint_ids, _LockedList):
+                raise SafeLiveError(
+                    f"The test thread's connection to {wrapper.alias!r} is shared "
+                    "with a rollback live server already: start one at a time."
+                )
+        for wrapper in self.wrappers:
             wrapper.execute_wrappers.append(self._exclusive)
             wrapper.savepoint_ids = _LockedList(wrapper.savepoint_ids, self.lock)
             wrapper.atomic_blocks = _LockedList(wrapper.atomic_blocks, self.lock)

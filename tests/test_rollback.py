@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Any, ClassVar
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from django_safelive import (
     RollbackLiveServerTestCase,
     RollbackUnsupported,
+    SafeLiveError,
     StaticRollbackLiveServerTestCase,
 )
 from django_safelive import hypothesis as safelive_hypothesis
@@ -132,6 +134,44 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
             names(self.live_server_url),
             ["from setUpTestData", "kept", "after, by the test", "after"],
         )
+
+    def test_keep_alive_requests_each_in_a_savepoint(self) -> None:
+        """On one keep-alive connection, a failed request between two that
+        succeed loses only its own write."""
+        with requests.Session() as client:
+            statuses = [
+                client.post(
+                    f"{self.live_server_url}{path}", json={"name": name}, headers=AUTH
+                ).status_code
+                for path, name in [
+                    ("/items/", "first"),
+                    ("/rollback/write-then-fail/", "failed"),
+                    ("/items/", "second"),
+                ]
+            ]
+        self.assertEqual(statuses, [201, 500, 201])
+        self.assertEqual(
+            names(self.live_server_url), ["from setUpTestData", "first", "second"]
+        )
+
+    def test_streamed_response(self) -> None:
+        """A streamed response that queries for each chunk arrives whole, and
+        the test queries afterwards."""
+        response = get(f"{self.live_server_url}/stream/?chunks=20")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(len(response.content), 20 * 65536)
+        self.assertEqual(Item.objects.count(), 1)
+
+    def test_request_on_a_broken_test_transaction(self) -> None:
+        """A request while the test's transaction is marked for rollback fails
+        as the test's own query would, and leaves the mark as it was."""
+        transaction.set_rollback(True)
+        try:
+            self.assertEqual(get(f"{self.live_server_url}/items/").status_code, 500)
+            self.assertTrue(transaction.get_rollback())
+        finally:
+            transaction.set_rollback(False)
+        self.assertEqual(Item.objects.count(), 1)
 
     def test_one_session_under_concurrent_clients(self) -> None:
         """Eight clients at once are all answered, on the test thread's session."""
@@ -356,3 +396,33 @@ def test_fixture_refuses_a_second_session(db: None) -> None:
         server.stop()
     assert not connection.needs_rollback
     assert Item.objects.count() == 0
+
+
+def test_fixture_server_on_a_given_port(db: None) -> None:
+    """An address with a port is served there; a port in use fails the start
+    and gives the connection back."""
+    with socket.socket() as taken:
+        taken.bind(("localhost", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError):
+            RollbackLiveServer(f"localhost:{port}", ["default"])
+        assert not connection.allow_thread_sharing
+    server = RollbackLiveServer(f"localhost:{port}", ["default"])
+    try:
+        assert server.url == f"http://localhost:{port}"
+        assert repr(server) == f"<RollbackLiveServer listening at {server.url}>"
+        assert post_item(server.url, "on a given port").status_code == 201
+    finally:
+        server.stop()
+    assert not connection.allow_thread_sharing
+    assert list(Item.objects.values_list("name", flat=True)) == ["on a given port"]
+
+
+def test_fixture_one_server_at_a_time(rollback_live_server: Any) -> None:
+    """A second rollback server on the same connection is refused, and the
+    first keeps serving."""
+    with pytest.raises(SafeLiveError, match="one at a time"):
+        RollbackLiveServer("localhost", ["default"])
+    assert post_item(rollback_live_server.url, "still served").status_code == 201
+    assert Item.objects.count() == 1
