@@ -24,7 +24,8 @@ from django_safelive import schemathesis as safelive_schemathesis
 from django_safelive._rollback import RollbackLiveServer, RollbackServerThread
 from tests import _pg
 from tests._clients import AUTH, concurrently, get
-from tests._sampler import Sampler
+from tests._sampler import Sampler, connect, count_sessions
+from tests._waiting import wait_for
 from tests.testapp import views
 from tests.testapp.models import Item
 from tests.testapp.views import OPENAPI
@@ -54,6 +55,17 @@ def names(url: str) -> list[str]:
     return [item["name"] for item in response.json()]
 
 
+def wait_alone() -> None:
+    """Wait until at most one session (the test thread's) is on the test
+    database: one a previous test closed may linger a moment."""
+    conn = connect()
+    try:
+        name = connection.settings_dict["NAME"]
+        assert wait_for(lambda: count_sessions(conn, name) <= 1)
+    finally:
+        conn.close()
+
+
 class SessionsSampled:
     """Sample the test database's sessions for the whole class; fail the class
     if more than one was ever open."""
@@ -62,6 +74,7 @@ class SessionsSampled:
 
     @classmethod
     def setUpClass(cls) -> None:
+        wait_alone()
         cls.sampler = Sampler(connection.settings_dict["NAME"])
         cls.sampler.__enter__()
         cls.addClassCleanup(cls._check_sessions)  # type: ignore[attr-defined]
@@ -98,8 +111,7 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
         )
 
     def test_writes_of_other_tests_are_gone(self) -> None:
-        """Each test starts with setUpTestData's rows only (the other tests' are
-        rolled back, whatever the order)."""
+        """Each test starts with setUpTestData's row only, whatever the order."""
         self.assertEqual(
             list(Item.objects.values_list("name", flat=True)), ["from setUpTestData"]
         )
@@ -111,8 +123,7 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
         self.assertIn("written by the test", names(self.live_server_url))
 
     def test_failing_requests_roll_back_alone(self) -> None:
-        """IntegrityError, 500, an open atomic() or autocommit left off: the
-        request's writes are rolled back and the test's transaction stays usable."""
+        """A failing request rolls back alone; the test transaction stays usable."""
         kept = post_item(self.live_server_url, "kept").json()["id"]
         for path, status in FAILING:
             with self.subTest(path=path):
@@ -136,8 +147,7 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
         )
 
     def test_keep_alive_requests_each_in_a_savepoint(self) -> None:
-        """On one keep-alive connection, a failed request between two that
-        succeed loses only its own write."""
+        """On one keep-alive connection, a failed request loses only its write."""
         with requests.Session() as client:
             statuses = [
                 client.post(
@@ -155,16 +165,14 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
         )
 
     def test_streamed_response(self) -> None:
-        """A streamed response that queries for each chunk arrives whole, and
-        the test queries afterwards."""
+        """A streamed response that queries per chunk arrives whole."""
         response = get(f"{self.live_server_url}/stream/?chunks=20")
         self.assertEqual(response.status_code, 200)
         self.assertEqual(len(response.content), 20 * 65536)
         self.assertEqual(Item.objects.count(), 1)
 
     def test_request_on_a_broken_test_transaction(self) -> None:
-        """A request while the test's transaction is marked for rollback fails
-        as the test's own query would, and leaves the mark as it was."""
+        """A request on a transaction marked for rollback fails, mark kept."""
         transaction.set_rollback(True)
         try:
             self.assertEqual(get(f"{self.live_server_url}/items/").status_code, 500)
@@ -191,8 +199,7 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
         self.assertEqual(_pg.sessions(), [])
 
     def test_query_while_a_request_runs(self) -> None:
-        """A test-thread query waits for the request in flight, then sees its
-        write; neither deadlocks nor breaks the transaction."""
+        """A test query waits for the request in flight, then sees its write."""
         views.hold_entered.clear()
         views.hold_finished.clear()
         answers: list[int] = []
@@ -227,9 +234,7 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
         self.assertEqual(names(self.live_server_url), ["from setUpTestData", "atomic"])
 
     def test_on_commit_as_in_test_case(self) -> None:
-        """on_commit callbacks of requests are captured by
-        captureOnCommitCallbacks, as the test thread's are; a failed request's
-        are discarded."""
+        """captureOnCommitCallbacks gets a request's callbacks, not a failed one's."""
         views.on_commit_ran.clear()
         with self.captureOnCommitCallbacks(execute=True) as callbacks:
             ok = requests.post(f"{self.live_server_url}/rollback/on-commit/")
@@ -241,8 +246,7 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
         self.assertEqual(views.on_commit_ran, ["with on_commit"])
 
     def test_thread_with_its_own_session_is_refused(self) -> None:
-        """A thread a view starts cannot open a session of its own: the request
-        fails, and the reset says why."""
+        """A view's thread opening its own session fails; the reset says why."""
         response = get(f"{self.live_server_url}/spawn/?threads=1")
         self.assertEqual(response.status_code, 500)
         self.assertIn("SessionBudgetExceeded", response.json()["errors"][0])
@@ -258,8 +262,7 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
             self.reset_live_server()
 
     def test_nested_given_rolled_back_per_example(self) -> None:
-        """A @given inside the test, each example in an atomic() block it rolls
-        back: no example sees another's rows."""
+        """A @given inside the test, rolled back per example: isolated examples."""
         seen: list[int] = []
 
         @settings(max_examples=15, deadline=None, database=None)
@@ -293,8 +296,7 @@ class StaticRollbackTests(SessionsSampled, StaticRollbackLiveServerTestCase):
 
 class SchemathesisRollbackTests(SessionsSampled, RollbackLiveServerTestCase):
     def test_schema_suite_passes(self) -> None:
-        """A django_safelive.schemathesis suite runs unchanged on the rollback
-        server, its writes inside the test's transaction."""
+        """A django_safelive.schemathesis suite passes unchanged on the server."""
         api = safelive_schemathesis.from_dict(OPENAPI, headers=AUTH, max_examples=8)
         api.check_all(self)
         self.assertTrue(Item.objects.exists())
@@ -377,6 +379,7 @@ def test_fixture_failing_requests(rollback_live_server: Any) -> None:
 
 def test_fixture_one_session(rollback_live_server: Any) -> None:
     """Concurrent clients are answered on the test's own session."""
+    wait_alone()
     with Sampler(connection.settings_dict["NAME"]) as sampler:
         statuses = concurrently(f"{rollback_live_server.url}/items/", 8)
     assert statuses == [200] * 8
@@ -399,8 +402,7 @@ def test_fixture_refuses_a_second_session(db: None) -> None:
 
 
 def test_fixture_server_on_a_given_port(db: None) -> None:
-    """An address with a port is served there; a port in use fails the start
-    and gives the connection back."""
+    """Served on the port the address gives; a port in use fails cleanly."""
     with socket.socket() as taken:
         taken.bind(("localhost", 0))
         taken.listen()
@@ -420,8 +422,7 @@ def test_fixture_server_on_a_given_port(db: None) -> None:
 
 
 def test_fixture_one_server_at_a_time(rollback_live_server: Any) -> None:
-    """A second rollback server on the same connection is refused, and the
-    first keeps serving."""
+    """A second server on the same connection is refused; the first serves on."""
     with pytest.raises(SafeLiveError, match="one at a time"):
         RollbackLiveServer("localhost", ["default"])
     assert post_item(rollback_live_server.url, "still served").status_code == 201
