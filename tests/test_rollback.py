@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 import threading
 import time
+import unittest
 from typing import Any, ClassVar
 
 import pytest
@@ -26,6 +29,8 @@ from tests import _pg
 from tests._clients import AUTH, concurrently, get
 from tests._sampler import Sampler, connect, count_sessions
 from tests._waiting import wait_for
+from tests.conftest import RUN_ONCE
+from tests.test_browser import missing, start_chromium
 from tests.testapp import views
 from tests.testapp.models import Item
 from tests.testapp.views import OPENAPI
@@ -301,6 +306,54 @@ class SchemathesisRollbackTests(SessionsSampled, RollbackLiveServerTestCase):
         api.check_all(self)
         self.assertTrue(Item.objects.exists())
         self.assertEqual(_pg.sessions(), [])
+
+
+class BrowserRollbackTests(SessionsSampled, StaticRollbackLiveServerTestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        problem = missing()
+        if problem and not os.environ.get("CI"):
+            raise unittest.SkipTest(problem)
+        if not RUN_ONCE:
+            raise unittest.SkipTest("a real browser runs once (SAFELIVE_TEST_ONCE=0)")
+        super().setUpClass()
+
+    def test_page_and_form_on_one_session(self) -> None:
+        """Chromium loads a page whose images query, and posts a form: one session."""
+        page = f"{self.live_server_url}/browser/"
+        with tempfile.TemporaryDirectory(prefix="safelive-chromium-") as profile:
+            driver = start_chromium(profile)
+            try:
+                driver.get(page)
+                # Queried while the browser may still be fetching the images.
+                Item.objects.create(name="by the test")
+                self.assertTrue(
+                    wait_for(
+                        lambda: driver.execute_script(
+                            "return document.readyState === 'complete' &&"
+                            " Array.from(document.images).every("
+                            "i => i.complete && i.naturalWidth > 0)"
+                        )
+                    )
+                )
+                driver.find_element("id", "name").send_keys("added in Chromium")
+                driver.find_element("id", "add").click()
+                self.assertTrue(
+                    wait_for(
+                        lambda: (
+                            "added in Chromium"
+                            in driver.execute_script(
+                                "return document.getElementById('items').textContent"
+                            )
+                        )
+                    )
+                )
+            finally:
+                driver.quit()
+        self.assertEqual(
+            sorted(Item.objects.values_list("name", flat=True)),
+            ["added in Chromium", "by the test"],
+        )
 
 
 class HypothesisRollbackTests(
