@@ -30,6 +30,7 @@ from django_safelive import _lifecycle
 from django_safelive._budget import guard
 from django_safelive._config import Config, resolve
 from django_safelive._exceptions import (
+    RequestStuck,
     SafeLiveError,
     SelfCallInSingleMode,
     SessionBudgetExceeded,
@@ -62,8 +63,8 @@ class RollbackUnsupported(SafeLiveError):
         else:
             what = (
                 "code running during a request (a thread a view started, say) "
-                "opened a database session of its own, which cannot see the "
-                "test's uncommitted data"
+                "tried to open a database session of its own, which could not "
+                "see the test's uncommitted data"
             )
         super().__init__(
             f"django-safelive's rollback live server runs every request on the "
@@ -92,16 +93,16 @@ class _LockedList(list[Any]):
     for the request being served, so that the test thread entering or leaving
     ``atomic()`` never interleaves with a request's own savepoint."""
 
-    def __init__(self, items: Iterable[Any], lock: threading.RLock) -> None:
+    def __init__(self, items: Iterable[Any], shared: SharedTransaction) -> None:
         super().__init__(items)
-        self.lock = lock
+        self.shared = shared
 
     def append(self, item: Any) -> None:
-        with self.lock:
+        with self.shared.held():
             super().append(item)
 
     def pop(self, index: Any = -1) -> Any:
-        with self.lock:
+        with self.shared.held():
             return super().pop(index)
 
 
@@ -157,8 +158,10 @@ class SharedTransaction:
     setting, and a close inside ``atomic()`` marks it for rollback).
     """
 
-    def __init__(self, wrappers: Iterable[BaseDatabaseWrapper]) -> None:
+    def __init__(self, wrappers: Iterable[BaseDatabaseWrapper], timeout: float) -> None:
         self.wrappers = list(wrappers)
+        self.timeout = timeout
+        self.server: BoundedWSGIServer | None = None
         self.lock = threading.RLock()
         self._owner = threading.get_ident()
         self._failed = False
@@ -175,8 +178,8 @@ class SharedTransaction:
                 )
         for wrapper in self.wrappers:
             wrapper.execute_wrappers.append(self._exclusive)
-            wrapper.savepoint_ids = _LockedList(wrapper.savepoint_ids, self.lock)
-            wrapper.atomic_blocks = _LockedList(wrapper.atomic_blocks, self.lock)
+            wrapper.savepoint_ids = _LockedList(wrapper.savepoint_ids, self)
+            wrapper.atomic_blocks = _LockedList(wrapper.atomic_blocks, self)
             for name in ("close", "close_if_unusable_or_obsolete"):
                 vars(wrapper)[name] = self._owner_only(getattr(wrapper, name))
         self._installed = True
@@ -197,8 +200,37 @@ class SharedTransaction:
     def _exclusive(
         self, execute: Any, sql: Any, params: Any, many: bool, context: Any
     ) -> Any:
-        with self.lock:
+        with self.held():
             return execute(sql, params, many, context)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the shared connections; for the test thread, wait at most the
+        drain timeout for the request in flight, then cancel its query and
+        raise ``RequestStuck`` rather than wait forever."""
+        if not self.lock.acquire(timeout=self.timeout):
+            self.cancel()
+            raise RequestStuck(
+                timeout=self.timeout,
+                requests=self.server.in_flight() if self.server else [],
+                when="the test thread waited for the session it shares with them",
+            )
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def cancel(self) -> None:
+        """Cancel the query running on the shared connections, if any: a request
+        stuck in the database fails, and its savepoint is rolled back."""
+        for wrapper in self.wrappers:
+            raw = wrapper.connection
+            if raw is None:
+                continue
+            # psycopg 3.2+ (libpq 17) cancels over an encrypted connection.
+            cancel = getattr(raw, "cancel_safe", None) or raw.cancel
+            with contextlib.suppress(Exception):
+                cancel()
 
     def _owner_only(self, method: Any) -> Any:
         def guarded() -> None:
@@ -225,7 +257,9 @@ class SharedTransaction:
     def begin(self) -> None:
         """Open the request's savepoint on each shared connection."""
         self._failed = False
-        self._open = [self._savepoint(wrapper) for wrapper in self.wrappers]
+        for wrapper in self.wrappers:
+            # One at a time: if a later one fails, end() still sees the others.
+            self._open.append(self._savepoint(wrapper))
 
     def _savepoint(self, wrapper: BaseDatabaseWrapper) -> _Open:
         state = _State.of(wrapper)
@@ -298,6 +332,7 @@ class RollbackWSGIServer(BoundedWSGIServer):
         self, *args: Any, transaction: SharedTransaction, **kwargs: Any
     ) -> None:
         self.transaction = transaction
+        transaction.server = self
         super().__init__(*args, workers=1, **kwargs)
 
     def set_app(self, application: WSGIApplication | None) -> None:
@@ -348,7 +383,9 @@ class RollbackServerThread(SafeLiveServerThread):
             port,
             config=rollback_config(config or resolve()),
         )
-        self.transaction = SharedTransaction((connections_override or {}).values())
+        self.transaction = SharedTransaction(
+            (connections_override or {}).values(), self.config.drain_timeout
+        )
         self.transaction.install()
         self._terminated = False
 
@@ -363,14 +400,30 @@ class RollbackServerThread(SafeLiveServerThread):
             transaction=self.transaction,
         )
 
+    def reset(self) -> None:
+        """Wait for the request in flight; one still running after the drain
+        timeout has its query cancelled (it holds the test's own session)."""
+        try:
+            super().reset()
+        except RequestStuck:
+            self._cancel_stuck()
+            raise
+
     def terminate(self) -> None:
         """Drain and stop the server (once), then give the connections back."""
         try:
             if not self._terminated and self.ident is not None:
                 self._terminated = True
                 super().terminate()
+                if self.stuck is not None:
+                    self._cancel_stuck()
         finally:
             self.transaction.uninstall()
+
+    def _cancel_stuck(self) -> None:
+        self.transaction.cancel()
+        with contextlib.suppress(RequestStuck):
+            self.httpd.wait_idle(self.config.drain_timeout, "its query was cancelled")
 
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from django_safelive import (
+    RequestStuck,
     RollbackLiveServerTestCase,
     RollbackUnsupported,
     SafeLiveError,
@@ -288,6 +289,58 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
         self.assertIsInstance(self.server_thread, RollbackServerThread)
         self.assertEqual(self.server_thread.config.workers, 1)
         self.assertEqual(self.server_thread.config.max_connections, 1)
+
+
+def sleeping_in_the_database() -> bool:
+    """Whether a query is running pg_sleep() on the test database."""
+    conn = connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                " AND state = 'active' AND query LIKE %s",
+                [connection.settings_dict["NAME"], "SELECT pg_sleep%"],
+            )
+            return bool(cursor.fetchone()[0])
+    finally:
+        conn.close()
+
+
+class StuckRequestTests(RollbackLiveServerTestCase):
+    drain_timeout = 1.0
+
+    def start_hanging_request(self) -> tuple[threading.Thread, list[int]]:
+        """A client whose request sits in pg_sleep(60) on the test's session."""
+        answers: list[int] = []
+        url = f"{self.live_server_url}/hang/"
+        client = threading.Thread(target=lambda: answers.append(get(url).status_code))
+        client.start()
+        self.assertTrue(wait_for(sleeping_in_the_database))
+        return client, answers
+
+    def test_reset_cancels_a_stuck_request(self) -> None:
+        """A request stuck in the database is cancelled at the reset, rolled back."""
+        client, answers = self.start_hanging_request()
+        try:
+            with self.assertRaises(RequestStuck):
+                self.reset_live_server()
+        finally:
+            client.join()
+        self.assertEqual(answers, [500])
+        self.assertEqual(Item.objects.count(), 0)
+        self.assertEqual(post_item(self.live_server_url, "after").status_code, 201)
+
+    def test_query_behind_a_stuck_request(self) -> None:
+        """A test query waits the drain timeout at most; the request is cancelled."""
+        client, answers = self.start_hanging_request()
+        try:
+            with self.assertRaises(RequestStuck):
+                Item.objects.count()
+        finally:
+            client.join()
+        self.assertEqual(answers, [500])
+        self.assertFalse(connection.needs_rollback)
+        self.assertEqual(Item.objects.count(), 0)
 
 
 class StaticRollbackTests(SessionsSampled, StaticRollbackLiveServerTestCase):
