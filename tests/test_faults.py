@@ -354,6 +354,21 @@ def terminate_worker_sessions() -> int:
     return len(pids)
 
 
+def slow_view_sleeping() -> bool:
+    """Whether a worker's session ran the slow view's query and sits idle."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT 1 FROM pg_stat_activity
+            WHERE datname = current_database()
+              AND backend_type = 'client backend'
+              AND application_name LIKE '%%safelive:%%:worker'
+              AND state = 'idle' AND query LIKE '%%testapp_item%%'
+            """
+        )
+        return cursor.fetchone() is not None
+
+
 class TerminatedBackendTests(Guarded, LiveServerTestCase):
     server_mode = "pool"
     server_workers = 2
@@ -372,7 +387,9 @@ class TerminatedBackendTests(Guarded, LiveServerTestCase):
             )
         )
         caller.start()
-        self.assertTrue(wait_for(_pg.worker_sessions))
+        # Its session is set up and its query done: it sleeps, idle (ended
+        # while it still connects, the slow request itself would fail).
+        self.assertTrue(wait_for(slow_view_sleeping))
         self.statuses(4)  # both workers hold a session
         self.fault(terminate_worker_sessions())
         caller.join()
