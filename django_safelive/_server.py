@@ -209,7 +209,7 @@ class _IdleWatcher:
                     continue
                 self._selector.unregister(key.fileobj)
                 request = cast(socket.socket, key.fileobj)
-                if _closed_by_client(request):  # no worker needed to see that
+                if _peek(request) == b"":  # closed by the client: no worker needed
                     _close_socket(request)
                     continue
                 self._dispatch(request, key.data)
@@ -238,15 +238,15 @@ class _IdleWatcher:
         self._wake_writer.close()
 
 
-def _closed_by_client(request: socket.socket) -> bool:
-    """Whether a readable socket is readable only because the client closed it
-    (an idle keep-alive connection ending), read without consuming anything."""
+def _peek(request: socket.socket) -> bytes | None:
+    """The first byte waiting on `request`, left unread: b"" when the client
+    closed (or reset) the connection, None when nothing has arrived yet."""
     try:
-        return request.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        return request.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
-        return False
+        return None
     except OSError:  # reset by the client
-        return True
+        return b""
 
 
 def _close_socket(request: socket.socket) -> None:
@@ -388,7 +388,17 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         super().serve_forever(poll_interval)
 
     def process_request(self, request: Any, client_address: _Address) -> None:
-        self._watcher.watch(request, client_address)
+        # Most clients send their request right after connecting: when it is
+        # already here, it goes straight to the workers, saving a hand-off to
+        # the idle watcher and back. A socket with nothing to read yet (a
+        # browser's speculative connection, say) waits in the watcher.
+        first = _peek(request)
+        if first is None:
+            self._watcher.watch(request, client_address)
+        elif first:
+            self._enqueue(request, client_address)
+        else:  # closed by the client before it sent anything
+            _close_socket(request)
 
     def set_app(self, application: WSGIApplication | None) -> None:
         assert application is not None
