@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import glob
+import hashlib
 import importlib.util
 import os
 import re
@@ -290,8 +291,13 @@ def _require_mysqlclient_headers(session: nox.Session) -> None:
 
 # -- sessions -------------------------------------------------------------------
 def _database_name(session: nox.Session) -> str:
-    """A test database of the session's own, so concurrent runs never collide."""
-    return "test_safelive_" + re.sub(r"\W+", "_", session.name).strip("_")[:40]
+    """A test database of the session's and the checkout's own, so that
+    concurrent runs (of two sessions, or of one in two clones) never collide.
+    At most 57 characters: pytest-xdist's workers add ``_gw0``, and PostgreSQL
+    cuts names at 63."""
+    name = re.sub(r"\W+", "_", session.name).strip("_")[:32]
+    checkout = hashlib.sha1(str(ROOT).encode()).hexdigest()[:6]
+    return f"test_safelive_{name}_{checkout}"
 
 
 def _install(session: nox.Session, django: str, driver: str) -> None:
