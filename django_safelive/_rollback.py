@@ -19,6 +19,7 @@ from django.conf import settings
 from django.contrib.staticfiles.testing import (
     StaticLiveServerTestCase as DjangoStaticLiveServerTestCase,
 )
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import LiveServerTestCase as DjangoLiveServerTestCase
@@ -26,9 +27,9 @@ from django.test import TestCase as DjangoTestCase
 from django.test.testcases import _StaticFilesHandler
 from django.test.utils import modify_settings
 
-from django_safelive import _lifecycle
+from django_safelive import _config, _lifecycle
 from django_safelive._budget import guard
-from django_safelive._config import Config, resolve
+from django_safelive._config import Config
 from django_safelive._exceptions import (
     RequestStuck,
     SafeLiveError,
@@ -88,6 +89,80 @@ def rollback_config(config: Config) -> Config:
     )
 
 
+# What a rollback server can do, for each setting a class attribute or an
+# environment variable may set: (what it must be, why).
+_FIXED: dict[str, tuple[object, str]] = {
+    "MODE": ("single", "it serves one request at a time"),
+    "WORKERS": (1, "it has one worker, on the test thread's session"),
+    "MAX_CONNECTIONS": (1, "it uses the test thread's session and no other"),
+}
+
+
+def _asked(key: str, owner: object | None) -> tuple[object, str] | None:
+    """A class attribute's or an environment variable's value for `key`; the
+    SAFELIVE settings dict, which applies to every class, is not asked."""
+    found = _config._lookup(key, owner)
+    return None if found is None or found[1] == "settings" else found
+
+
+def resolve_rollback(owner: object | None = None) -> Config:
+    """The configuration of a rollback server for `owner` (a test case class,
+    or None for the fixture).
+
+    ``DRAIN_TIMEOUT`` and ``TRACE`` apply as for any server. A class attribute
+    or an environment variable asking for more than the rollback server can do
+    (pool mode, more than one worker, a budget other than 1 session) is an
+    error: it would otherwise be ignored. ``settings.SAFELIVE`` sets every
+    class's defaults, and its ``MODE``, ``WORKERS`` and ``MAX_CONNECTIONS`` do
+    not apply to the rollback classes.
+    """
+    name = getattr(owner, "__qualname__", "the rollback_live_server fixture")
+    for key, (allowed, why) in _FIXED.items():
+        found = _asked(key, owner)
+        if found is None:
+            continue
+        value = (
+            _config._mode(*found)
+            if key == "MODE"
+            else _config._positive_int(key, *found)
+        )
+        if value != allowed:
+            where = _config._where(key, found[1])
+            scope = "on this class" if found[1] == "class" else "for this run"
+            raise ImproperlyConfigured(
+                f"{where} asks for {value!r}, but {name} runs a rollback live "
+                f"server, which {why}: {key} can only be {allowed!r} there. "
+                f"Remove {where} (or set it to {allowed!r}) {scope}, or use "
+                "django_safelive.LiveServerTestCase, whose server has sessions "
+                "of its own."
+            )
+    total = _config.total_budget()
+    processes = _config.xdist_workers()
+    if total is not None and total // processes < 1:
+        raise ImproperlyConfigured(
+            f"The django-safelive total budget of {total} database session(s) per "
+            f"alias, split across {processes} pytest-xdist worker(s), leaves none "
+            f"for {name}'s test thread. Raise TOTAL_MAX_CONNECTIONS to "
+            f"{processes} or more, or run fewer xdist workers (-n)."
+        )
+    found = _config._lookup("SESSION_PER_REQUEST", owner)
+    if found is not None:
+        _config._bool("SESSION_PER_REQUEST", *found)  # met: no session to close
+    found = _config._lookup("DRAIN_TIMEOUT", owner)
+    found_trace = _config._lookup("TRACE", owner)
+    return Config(
+        max_connections=1,
+        mode="single",
+        workers=1,
+        drain_timeout=(
+            _config.DEFAULT_DRAIN_TIMEOUT
+            if found is None
+            else _config._seconds("DRAIN_TIMEOUT", *found)
+        ),
+        trace=False if found_trace is None else _config._bool("TRACE", *found_trace),
+    )
+
+
 class _LockedList(list[Any]):
     """A connection's savepoint or atomic-block stack whose pushes and pops wait
     for the request being served, so that the test thread entering or leaving
@@ -104,6 +179,51 @@ class _LockedList(list[Any]):
     def pop(self, index: Any = -1) -> Any:
         with self.shared.held():
             return super().pop(index)
+
+
+class _GuardedFlag:
+    """A shared connection's ``needs_rollback``, which the test thread reads
+    and writes only while no request runs.
+
+    Django sets the flag after a failed query, once the query (and its hold on
+    the lock) has ended: in that gap a request may start, and it restores the
+    flag it found when it ends. Waiting for the lock here keeps the test
+    thread's write from being overwritten, and its reads from seeing a
+    request's own, passing, state.
+    """
+
+    def __get__(self, wrapper: Any, owner: type | None = None) -> Any:
+        if wrapper is None:
+            return self
+        shared: SharedTransaction = vars(wrapper)[_SHARED]
+        if threading.get_ident() != shared._owner:
+            return vars(wrapper)[_FLAG]
+        with shared.held():
+            return vars(wrapper)[_FLAG]
+
+    def __set__(self, wrapper: Any, value: bool) -> None:
+        shared: SharedTransaction = vars(wrapper)[_SHARED]
+        if threading.get_ident() != shared._owner:
+            vars(wrapper)[_FLAG] = value
+            return
+        with shared.held():
+            vars(wrapper)[_FLAG] = value
+
+
+_SHARED = "_safelive_shared"
+_FLAG = "_safelive_needs_rollback"
+_GUARDED_CLASSES: dict[type, type] = {}
+
+
+def _guarded_class(cls: type) -> type:
+    """`cls` with ``needs_rollback`` guarded (one subclass per backend class)."""
+    if cls not in _GUARDED_CLASSES:
+        _GUARDED_CLASSES[cls] = type(
+            f"Shared{cls.__name__}",
+            (cls,),
+            {"__module__": cls.__module__, "needs_rollback": _GuardedFlag()},
+        )
+    return _GUARDED_CLASSES[cls]
 
 
 @dataclasses.dataclass
@@ -166,6 +286,7 @@ class SharedTransaction:
         self._owner = threading.get_ident()
         self._failed = False
         self._open: list[_Open] = []
+        self._classes: dict[str, type[BaseDatabaseWrapper]] = {}
         self._installed = False
 
     def install(self) -> None:
@@ -182,6 +303,10 @@ class SharedTransaction:
             wrapper.atomic_blocks = _LockedList(wrapper.atomic_blocks, self)
             for name in ("close", "close_if_unusable_or_obsolete"):
                 vars(wrapper)[name] = self._owner_only(getattr(wrapper, name))
+            self._classes[wrapper.alias] = type(wrapper)
+            vars(wrapper)[_FLAG] = vars(wrapper).pop("needs_rollback", False)
+            vars(wrapper)[_SHARED] = self
+            wrapper.__class__ = _guarded_class(type(wrapper))
         self._installed = True
 
     def uninstall(self) -> None:
@@ -196,6 +321,10 @@ class SharedTransaction:
             wrapper.atomic_blocks = list(wrapper.atomic_blocks)
             vars(wrapper).pop("close", None)
             vars(wrapper).pop("close_if_unusable_or_obsolete", None)
+            if _FLAG in vars(wrapper):
+                wrapper.__class__ = self._classes[wrapper.alias]
+                vars(wrapper).pop(_SHARED, None)
+                wrapper.needs_rollback = vars(wrapper).pop(_FLAG)
 
     def _exclusive(
         self, execute: Any, sql: Any, params: Any, many: bool, context: Any
@@ -381,13 +510,19 @@ class RollbackServerThread(SafeLiveServerThread):
             static_handler,
             connections_override,
             port,
-            config=rollback_config(config or resolve()),
+            config=resolve_rollback() if config is None else rollback_config(config),
         )
         self.transaction = SharedTransaction(
             (connections_override or {}).values(), self.config.drain_timeout
         )
-        self.transaction.install()
         self._terminated = False
+
+    def start(self) -> None:
+        """Share the connections, then serve. Started once the session budget's
+        guard is in place: it wraps the methods of each connection's class, and
+        sharing gives the shared connections a subclass of it."""
+        self.transaction.install()
+        super().start()
 
     def _create_server(
         self, connections_override: dict[str, Any] | None = None
@@ -440,9 +575,9 @@ class RollbackLiveServerMixin(SafeLiveServerMixin, _Base):
 
     @classmethod
     def setUpClass(cls) -> None:
-        # Settings are validated as for the bounded server; the pool and server
-        # slot checks do not apply to the one session the class uses.
-        cls.safelive_config = rollback_config(resolve(cls))
+        # The pool and server slot checks do not apply to the one session the
+        # class uses.
+        cls.safelive_config = resolve_rollback(cls)
         super(SafeLiveServerMixin, cls).setUpClass()
 
     @classmethod
@@ -457,7 +592,7 @@ class RollbackLiveServerMixin(SafeLiveServerMixin, _Base):
     @classmethod
     def _config(cls) -> Config:
         if "safelive_config" not in cls.__dict__:
-            cls.safelive_config = rollback_config(resolve(cls))
+            cls.safelive_config = resolve_rollback(cls)
         return cls.safelive_config
 
     @classmethod

@@ -8,11 +8,13 @@ import tempfile
 import threading
 import time
 import unittest
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pytest
 import requests
-from django.db import connection, transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DataError, connection, connections, transaction
+from django.test import override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +27,11 @@ from django_safelive import (
 )
 from django_safelive import hypothesis as safelive_hypothesis
 from django_safelive import schemathesis as safelive_schemathesis
-from django_safelive._rollback import RollbackLiveServer, RollbackServerThread
+from django_safelive._rollback import (
+    RollbackLiveServer,
+    RollbackServerThread,
+    resolve_rollback,
+)
 from tests import _pg
 from tests._clients import AUTH, concurrently, get
 from tests._sampler import Sampler, connect, count_sessions
@@ -284,11 +290,50 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
         example()
         self.assertEqual(set(seen), {1})
 
+    def test_failed_query_as_a_request_starts(self) -> None:
+        """A test query failing just as a request starts keeps its rollback mark."""
+        shared = self.server_thread.transaction
+        statuses: list[int] = []
+        client = threading.Thread(
+            target=lambda: statuses.append(
+                get(f"{self.live_server_url}/slow/?seconds=0.3").status_code
+            )
+        )
+
+        def start_a_request_then_fail(*call: Any) -> Any:
+            execute, *args = call
+            try:
+                return execute(*args)
+            except Exception:
+                # The query has let go of the connection; Django has not marked
+                # the transaction for rollback yet: a request begins now.
+                client.start()
+                assert wait_for(lambda: bool(shared._open))
+                raise
+
+        with transaction.atomic():
+            connection.execute_wrappers.insert(0, start_a_request_then_fail)
+            try:
+                # Refused by the driver: the server's transaction is not broken.
+                with self.assertRaises((DataError, ValueError)):
+                    Item.objects.create(name="nul \x00")
+            finally:
+                connection.execute_wrappers.remove(start_a_request_then_fail)
+                client.join()
+            self.assertTrue(connection.needs_rollback)
+            self.assertEqual(statuses, [200])
+        self.assertFalse(connection.needs_rollback)
+        self.assertEqual(Item.objects.count(), 1)
+
     def test_runs_in_a_single_worker_server(self) -> None:
         """The server is the bounded one, with one worker and a budget of one."""
         self.assertIsInstance(self.server_thread, RollbackServerThread)
         self.assertEqual(self.server_thread.config.workers, 1)
         self.assertEqual(self.server_thread.config.max_connections, 1)
+        # While shared, the connection's class guards needs_rollback.
+        shared = type(connections["default"])
+        self.assertNotIsInstance(shared.needs_rollback, bool)
+        self.assertTrue(shared.__name__.startswith("Shared"))
 
 
 def sleeping_in_the_database() -> bool:
@@ -524,6 +569,7 @@ def test_fixture_server_on_a_given_port(db: None) -> None:
     finally:
         server.stop()
     assert not connection.allow_thread_sharing
+    assert type(connections["default"]).__name__ == "DatabaseWrapper"
     assert list(Item.objects.values_list("name", flat=True)) == ["on a given port"]
 
 
@@ -533,3 +579,88 @@ def test_fixture_one_server_at_a_time(rollback_live_server: Any) -> None:
         RollbackLiveServer("localhost", ["default"])
     assert post_item(rollback_live_server.url, "still served").status_code == 201
     assert Item.objects.count() == 1
+
+
+# -- settings ---------------------------------------------------------------
+
+
+def case_class(base: type, **attributes: object) -> type[RollbackLiveServerTestCase]:
+    """A test case class on `base` with class `attributes`."""
+    made = type("Asking", (base,), {**attributes, "test_x": lambda self: None})
+    return cast("type[RollbackLiveServerTestCase]", made)
+
+
+# A class attribute asking for what the rollback server cannot do: (attribute,
+# value, the setting the error names).
+REFUSED = [
+    ("server_mode", "pool", "server_mode"),
+    ("server_workers", 2, "server_workers"),
+    ("max_connections", 8, "max_connections"),
+]
+
+
+@pytest.mark.parametrize(("attribute", "value", "named"), REFUSED)
+def test_class_attribute_the_server_cannot_honour(
+    attribute: str, value: object, named: str
+) -> None:
+    """server_mode pool, two workers, a budget of 8: refused at class set-up."""
+    for base in (
+        RollbackLiveServerTestCase,
+        safelive_hypothesis.RollbackLiveServerTestCase,
+    ):
+        asking = case_class(base, **{attribute: value})
+        with pytest.raises(ImproperlyConfigured, match=f"class attribute {named}"):
+            asking.setUpClass()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SAFELIVE_MODE", "pool"),
+        ("SAFELIVE_WORKERS", "4"),
+        ("SAFELIVE_MAX_CONNECTIONS", "8"),
+    ],
+)
+def test_environment_variable_the_server_cannot_honour(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """The same asked by an environment variable: refused, by the class and the
+    fixture's server, naming the variable."""
+    monkeypatch.setenv(variable, value)
+    asking = case_class(RollbackLiveServerTestCase)
+    with pytest.raises(ImproperlyConfigured, match=f"environment variable {variable}"):
+        asking.setUpClass()
+    with pytest.raises(ImproperlyConfigured, match=variable):
+        RollbackServerThread("localhost", None, {})
+
+
+def test_settings_what_the_server_can_do() -> None:
+    """Values the rollback server meets are accepted; DRAIN_TIMEOUT and TRACE
+    apply; the SAFELIVE settings dict's MODE, WORKERS and MAX_CONNECTIONS, for
+    every class, do not apply to it."""
+    honoured = case_class(
+        RollbackLiveServerTestCase,
+        server_mode="single",
+        server_workers=1,
+        max_connections=1,
+        drain_timeout=3,
+        trace=True,
+    )
+    config = resolve_rollback(honoured)
+    assert (config.mode, config.workers, config.max_connections) == ("single", 1, 1)
+    assert (config.drain_timeout, config.trace) == (3.0, True)
+    everywhere = {"MODE": "pool", "WORKERS": 4, "MAX_CONNECTIONS": 8}
+    with override_settings(SAFELIVE=everywhere):
+        config = resolve_rollback(RollbackLiveServerTestCase)
+    assert (config.mode, config.workers, config.max_connections) == ("single", 1, 1)
+
+
+def test_total_budget_leaving_no_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A total budget smaller than the xdist workers leaves none: refused; one
+    session per worker is enough."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "4")
+    monkeypatch.setenv("SAFELIVE_TOTAL_MAX_CONNECTIONS", "3")
+    with pytest.raises(ImproperlyConfigured, match="TOTAL_MAX_CONNECTIONS to 4"):
+        resolve_rollback(RollbackLiveServerTestCase)
+    monkeypatch.setenv("SAFELIVE_TOTAL_MAX_CONNECTIONS", "4")
+    assert resolve_rollback(RollbackLiveServerTestCase).max_connections == 1
