@@ -1,4 +1,5 @@
-"""The base classes a scenario runs on: Django's stock ones or django-safelive's.
+"""The base classes a scenario runs on: Django's stock ones, django-safelive's,
+or django-safelive's rollback classes.
 
 Scenarios are run in a subprocess by tests/test_root_causes.py, which picks the
 implementation with SCENARIO_IMPL and samples pg_stat_activity meanwhile.
@@ -20,8 +21,17 @@ elif IMPL == "safelive":
     from django_safelive.hypothesis import (
         LiveServerTestCase as HypothesisLiveServerTestCase,
     )
+elif IMPL == "rollback":
+    # Inside the test's transaction: only for scenarios whose tests need no
+    # committed data (tests/test_rollback.py runs schemathesis_shop on it).
+    from django_safelive import RollbackLiveServerTestCase as LiveServerTestCase
+    from django_safelive.hypothesis import (  # type: ignore[assignment]
+        RollbackLiveServerTestCase as HypothesisLiveServerTestCase,
+    )
 else:
-    raise RuntimeError(f"SCENARIO_IMPL must be 'stock' or 'safelive', got {IMPL!r}")
+    raise RuntimeError(
+        f"SCENARIO_IMPL must be 'stock', 'safelive' or 'rollback', got {IMPL!r}"
+    )
 
 __all__ = ["HypothesisLiveServerTestCase", "LiveServerTestCase", "report"]
 
