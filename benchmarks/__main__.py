@@ -21,6 +21,11 @@ import sys
 import time
 from typing import Any
 
+# --rollback: the suite of benchmarks/_rollback.py, on settings that add the
+# flush app's tables (nox sets tests.settings).
+ROLLBACK = "--rollback" in sys.argv[1:]
+if ROLLBACK:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 # A database of its own unless the caller picked one, so that a benchmark never
 # drops the test suite's.
@@ -110,6 +115,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--plot", metavar="FILE.png", help="write a bar chart")
     parser.add_argument(
         "--markdown", metavar="FILE", help="write the tables as Markdown"
+    )
+    parser.add_argument(
+        "--rollback",
+        action="store_true",
+        help="run the rollback server's Schemathesis suite instead "
+        "(python -m benchmarks --rollback --help)",
     )
     parser.add_argument(
         "--servers",
@@ -212,4 +223,9 @@ def main() -> None:
         _report.plot(args.plot, about, sizes, variants, results)
 
 
-main()
+if ROLLBACK:
+    from benchmarks._rollback import main as rollback
+
+    rollback([arg for arg in sys.argv[1:] if arg != "--rollback"])
+else:
+    main()

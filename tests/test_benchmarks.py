@@ -176,3 +176,54 @@ def test_safelive_serves_without_errors(report: dict[str, Any]) -> None:
             *run["fresh_errors"].values(),
         ]
         assert (sum(errors), run["schemathesis_failures"]) == (0, 0), name
+
+
+@pytest.fixture(scope="session")
+def rollback_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The JSON of one quick ``--rollback`` run, on a database of its own."""
+    path = tmp_path_factory.mktemp("bench") / "rollback.json"
+    base = os.environ.get("SAFELIVE_TEST_DB_NAME", "test_safelive")
+    name = f"{base}_rb_{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--rollback", "--quick"]
+        + ["--examples", "3", "--json", str(path)],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "SAFELIVE_TEST_DB_NAME": name,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Targets" in done.stdout, done.stdout
+    result: dict[str, Any] = json.loads(path.read_text())
+    return result
+
+
+def test_rollback_suite_on_every_base_class(rollback_report: dict[str, Any]) -> None:
+    """Both suites run on the four base classes, every example called and
+    passing its checks, the flush app's tables installed."""
+    assert list(rollback_report["variants"]) == [
+        "hypothesis",
+        "pool",
+        "rollback",
+        "wsgi",
+    ]
+    assert rollback_report["machine"]["extra_tables"] >= 30
+    for shape in ("method", "nested"):
+        for name, done in rollback_report["results"][shape].items():
+            assert done["median"]["calls"] >= 3, (shape, name)
+            assert done["median"]["failures"] == 0, (shape, name)
+    assert len(rollback_report["targets"]) == 3
+
+
+def test_rollback_suite_on_one_session(rollback_report: dict[str, Any]) -> None:
+    """The rollback server and in-process WSGI never had a second session."""
+    for shape in ("method", "nested"):
+        for name in ("rollback", "wsgi"):
+            run = rollback_report["results"][shape][name]["runs"][0]
+            assert run["samples"] > 0, (shape, name)
+            assert run["peak_sessions"] == 1, (shape, name)

@@ -1,0 +1,418 @@
+"""``python -m benchmarks --rollback``: one Schemathesis suite on four base
+classes, side by side, with 36 extra tables for the flush to truncate.
+
+The suite is written twice: with ``@given`` on the test method (Hypothesis
+runs Django's set-up and teardown around every example) and with ``@given``
+nested inside the test method (one set-up and teardown for all examples). Each
+runs on Hypothesis's ``LiveServerTestCase``, django-safelive's pool server, the
+rollback server, and Schemathesis's in-process WSGI transport inside
+Hypothesis's ``TestCase``; round-robin, the median of --repeat runs, with the
+test database's client sessions sampled throughout. Not a test: nothing here
+asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import unittest
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import schemathesis
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections, connections
+from django.test.utils import override_settings, setup_databases, teardown_databases
+from hypothesis import HealthCheck, given, settings
+from hypothesis.extra import django as hypothesis_django
+
+from benchmarks import _report
+from benchmarks._run import wait_empty
+from benchmarks.flushapp.models import TABLES
+from django_safelive import hypothesis as safelive_hypothesis
+from tests.testapp.views import OPENAPI, TOKEN
+
+ROOT = Path(__file__).resolve().parent.parent
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SHAPES = ("method", "nested")
+REFERENCE = "hypothesis"  # the ratios' first reference, (a)
+IN_PROCESS = "wsgi"  # and their second, (d)
+ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A base class for the suite, and how the suite calls the application."""
+
+    name: str
+    label: str
+    base: type[unittest.TestCase]
+    http: bool
+
+
+VARIANTS = [
+    Variant(
+        "hypothesis",
+        "(a) hypothesis.extra.django.LiveServerTestCase",
+        hypothesis_django.LiveServerTestCase,
+        True,
+    ),
+    Variant(
+        "pool",
+        "(b) django_safelive.hypothesis.LiveServerTestCase",
+        safelive_hypothesis.LiveServerTestCase,
+        True,
+    ),
+    Variant(
+        "rollback",
+        "(c) django_safelive.hypothesis.RollbackLiveServerTestCase",
+        safelive_hypothesis.RollbackLiveServerTestCase,
+        True,
+    ),
+    Variant(
+        "wsgi",
+        "(d) hypothesis.extra.django.TestCase + Schemathesis WSGI",
+        hypothesis_django.TestCase,
+        False,
+    ),
+]
+
+
+class InProcessApp(WSGIHandler):
+    """Django's WSGI application as its test client calls it: without
+    ``close_old_connections``, which inside the test's transaction (autocommit
+    off) would take the connection for a broken one and close it."""
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+        try:
+            response = super().__call__(environ, start_response)
+            body = b"".join(response)
+            response.close()  # request_finished, as the test client sends it
+            return [body]
+        finally:
+            request_started.connect(close_old_connections)
+            request_finished.connect(close_old_connections)
+
+
+@dataclass
+class Counts:
+    calls: int = 0
+    failures: int = 0
+
+
+def suite(variant: Variant, shape: str, examples: int, counts: Counts) -> type:
+    """The suite's test case class on `variant`'s base class, in `shape`."""
+    app = InProcessApp()
+    schema = (
+        schemathesis.openapi.from_dict(OPENAPI)
+        if variant.http
+        else schemathesis.openapi.from_wsgi("/openapi.json", app)
+    )
+    strategy = schema.as_strategy()
+    examples_settings = settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,  # the same examples on every variant
+        suppress_health_check=list(HealthCheck),
+    )
+
+    def call(test: Any, case: Any) -> None:
+        counts.calls += 1
+        try:
+            if variant.http:
+                case.call_and_validate(base_url=test.live_server_url, headers=AUTH)
+            else:
+                case.call_and_validate(headers=AUTH)
+        except Exception:  # a failed check: count it, no shrinking
+            counts.failures += 1
+
+    if shape == "method":
+
+        class OnTheMethod(variant.base):  # type: ignore[name-defined,misc]
+            @given(case=strategy)
+            @examples_settings
+            def test_api(self, case: Any) -> None:
+                call(self, case)
+
+        return OnTheMethod
+
+    class Nested(variant.base):  # type: ignore[name-defined,misc]
+        def test_api(self) -> None:
+            @given(case=strategy)
+            @examples_settings
+            def example(case: Any) -> None:
+                call(self, case)
+
+            example()
+
+    return Nested
+
+
+@contextmanager
+def sampled(datname: str) -> Iterator[dict[str, Any]]:
+    """Sample `datname`'s client sessions from a process of its own (see
+    ``benchmarks._sessions``); its figures, once the block has ended."""
+    sampler = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._sessions", datname],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert sampler.stdout is not None
+    if sampler.stdout.readline().strip() != "ready":
+        sampler.kill()
+        sampler.wait()
+        raise RuntimeError("the session sampler did not start")
+    found: dict[str, Any] = {}
+    try:
+        yield found
+    finally:
+        out, _ = sampler.communicate(timeout=60)  # ends its input: it stops
+        found.update(json.loads(out))
+
+
+def run_once(
+    variant: Variant, shape: str, examples: int, datname: str
+) -> dict[str, Any]:
+    """Run the suite once: wall time (class set-up and teardown included),
+    calls, failed checks, peak client sessions on the test database."""
+    counts = Counts()
+    case = suite(variant, shape, examples, counts)("test_api")
+    result = unittest.TestResult()
+    # From no session: the previous run's may linger a moment after closing.
+    connections.close_all()
+    wait_empty(datname)
+    with sampled(datname) as sampler:
+        began = time.perf_counter()
+        unittest.TestSuite([case]).run(result)
+        wall = time.perf_counter() - began
+    problems = [text for _, text in (*result.errors, *result.failures)]
+    if problems:
+        raise RuntimeError(f"{variant.name}/{shape} failed:\n" + "\n".join(problems))
+    return {
+        "wall_s": wall,
+        "calls": counts.calls,
+        "failures": counts.failures,
+        "peak_sessions": sampler["peak"],
+        "samples": sampler["samples"],
+        "sample_interval_ms": sampler["mean_interval_ms"],
+        "max_sample_interval_ms": sampler["max_interval_ms"],
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "wall_s": statistics.median(run["wall_s"] for run in runs),
+        "calls": max(run["calls"] for run in runs),
+        "failures": max(run["failures"] for run in runs),
+        "peak_sessions": max(run["peak_sessions"] for run in runs),
+        "sample_interval_ms": max(run["sample_interval_ms"] for run in runs),
+        "max_sample_interval_ms": max(run["max_sample_interval_ms"] for run in runs),
+    }
+
+
+def _ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}x"
+
+
+def table(results: dict[str, dict[str, dict[str, Any]]], markdown: bool) -> str:
+    """Per shape and variant: median wall time, ratios, calls, peak sessions."""
+    header = [
+        "suite",
+        "variant",
+        "wall s (median)",
+        "runs s",
+        "/ (a)",
+        "/ (d)",
+        "calls",
+        "failed checks",
+        "peak sessions",
+        "sampling interval ms (mean / longest)",
+    ]
+    rows = []
+    for shape in SHAPES:
+        done = results[shape]
+        for variant in VARIANTS:
+            median = done[variant.name]["median"]
+            rows.append(
+                [
+                    f"@given {'on the method' if shape == 'method' else 'nested'}",
+                    variant.label,
+                    f"{median['wall_s']:.2f}",
+                    " / ".join(
+                        f"{r['wall_s']:.2f}" for r in done[variant.name]["runs"]
+                    ),
+                    _ratio(median["wall_s"], done[REFERENCE]["median"]["wall_s"]),
+                    _ratio(median["wall_s"], done[IN_PROCESS]["median"]["wall_s"]),
+                    str(median["calls"]),
+                    str(median["failures"]),
+                    str(median["peak_sessions"]),
+                    f"{median['sample_interval_ms']:.1f} / "
+                    f"{median['max_sample_interval_ms']:.0f}",
+                ]
+            )
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    )
+
+
+def targets(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Issue 13's targets, on the ``@given``-on-the-method suite."""
+    method = {name: done["median"] for name, done in results["method"].items()}
+    rollback = method[ROLLBACK]["wall_s"]
+    rounds = zip(
+        results["method"][ROLLBACK]["runs"],
+        results["method"][IN_PROCESS]["runs"],
+        strict=True,
+    )
+    paired = ", ".join(f"{c['wall_s'] / d['wall_s']:.2f}x" for c, d in rounds)
+    peak = max(results[shape][ROLLBACK]["median"]["peak_sessions"] for shape in SHAPES)
+    return [
+        {
+            "target": "rollback <= 1.3x the in-process WSGI run (@given on the method)",
+            "value": f"{rollback / method[IN_PROCESS]['wall_s']:.2f}x "
+            f"(round by round: {paired})",
+            "met": rollback <= 1.3 * method[IN_PROCESS]["wall_s"],
+        },
+        {
+            "target": "rollback <= 0.2x Hypothesis's LiveServerTestCase (@given on "
+            "the method)",
+            "value": f"{rollback / method[REFERENCE]['wall_s']:.2f}x",
+            "met": rollback <= 0.2 * method[REFERENCE]["wall_s"],
+        },
+        {
+            "target": "rollback: peak 1 session per alias, every run of both suites",
+            "value": str(peak),
+            "met": peak == 1,
+        },
+    ]
+
+
+@contextmanager
+def test_database() -> Iterator[str]:
+    """The test database (with the flush app's tables), as a test run has it."""
+    old_config = setup_databases(verbosity=0, interactive=False)
+    datname = connections["default"].settings_dict["NAME"]
+    connections.close_all()
+    # The in-process transport's host; the live servers add their own.
+    allowed = override_settings(ALLOWED_HOSTS=["localhost", "testserver"])
+    allowed.enable()
+    try:
+        yield datname
+    finally:
+        allowed.disable()
+        connections.close_all()
+        teardown_databases(old_config, verbosity=0)
+
+
+def arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks --rollback",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 5 examples, 1 run"
+    )
+    parser.add_argument("--examples", type=int, help="per suite (default 100)")
+    parser.add_argument("--repeat", type=int, help="runs per variant (default 3)")
+    parser.add_argument("--json", metavar="FILE", help="write medians and runs")
+    parser.add_argument("--markdown", metavar="FILE", help="write the table")
+    args = parser.parse_args(argv)
+    if args.examples is None:
+        args.examples = 5 if args.quick else 100
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    return args
+
+
+def main(argv: list[str]) -> None:
+    args = arguments(argv)
+    about = _report.machine()
+    about["conn_max_age"] = connections["default"].settings_dict["CONN_MAX_AGE"]
+    about["extra_tables"] = TABLES
+    began = time.monotonic()
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        shape: {variant.name: [] for variant in VARIANTS} for shape in SHAPES
+    }
+    loads = [os.getloadavg()[0]]
+    with test_database() as datname:
+        # Untimed: imports, Hypothesis's and Schemathesis's first strategies.
+        run_once(VARIANTS[-1], "nested", min(args.examples, 10), datname)
+        # Round-robin, so that other work on the machine slows every variant
+        # alike rather than whichever ran while it did.
+        for number in range(args.repeat):
+            for shape in SHAPES:
+                for variant in VARIANTS:
+                    print(
+                        f"run {number + 1}/{args.repeat}: {shape} {variant.name}",
+                        end="",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    done = run_once(variant, shape, args.examples, datname)
+                    runs[shape][variant.name].append(done)
+                    loads.append(done["load_average"])
+                    print(f" ({done['wall_s']:.1f} s)", file=sys.stderr)
+    results = {
+        shape: {
+            name: {"median": _medians(done), "runs": done}
+            for name, done in by_variant.items()
+        }
+        for shape, by_variant in runs.items()
+    }
+    about["load_average_range"] = [min(loads), max(loads)]
+    about["elapsed_s"] = round(time.monotonic() - began)
+    found = targets(results)
+    print(
+        f"{args.examples} examples per suite, median of {args.repeat} runs; "
+        f"{TABLES} extra tables; CONN_MAX_AGE {about['conn_max_age']}; "
+        f"{about['cpu_count']} CPUs ({about['cpu']}), Python {about['python']}, "
+        f"Django {about['django']}, {about['driver']}, PostgreSQL "
+        f"{about['postgresql']}, Hypothesis {about['hypothesis']}, Schemathesis "
+        f"{about['schemathesis']}; load average (1 min) {min(loads):.2f} to "
+        f"{max(loads):.2f}; {about['elapsed_s']} s; django-safelive "
+        f"{about['django_safelive']}\n"
+    )
+    print(table(results, markdown=False))
+    print("\nTargets")
+    for target in found:
+        verdict = "met" if target["met"] else "NOT met"
+        print(f"  {target['target']}: {target['value']}, {verdict}")
+    if args.markdown:
+        with open(args.markdown, "w") as out:
+            out.write(table(results, markdown=True) + "\n")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(
+                {
+                    "machine": about,
+                    "examples": args.examples,
+                    "repeat": args.repeat,
+                    "variants": {v.name: v.label for v in VARIANTS},
+                    "results": results,
+                    "targets": found,
+                },
+                out,
+                indent=2,
+            )
