@@ -293,9 +293,13 @@ def _require_mysqlclient_headers(session: nox.Session) -> None:
 def _database_name(session: nox.Session) -> str:
     """A test database of the session's and the checkout's own, so that
     concurrent runs (of two sessions, or of one in two clones) never collide.
-    At most 57 characters: pytest-xdist's workers add ``_gw0``, and PostgreSQL
-    cuts names at 63."""
-    name = re.sub(r"\W+", "_", session.name).strip("_")[:32]
+
+    At most 45 characters, as PostgreSQL refuses names over 63: pytest-xdist's
+    workers add ``_gw0``, and tests derive databases of their own from it
+    (``<name>_bench_<8 hex digits>``, say).
+    """
+    name = session.name.replace("django", "dj").replace("psycopg", "pg")
+    name = re.sub(r"\W+", "_", name).strip("_")[:24]
     checkout = hashlib.sha1(str(ROOT).encode()).hexdigest()[:6]
     return f"test_safelive_{name}_{checkout}"
 

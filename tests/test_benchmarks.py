@@ -65,17 +65,16 @@ FIGURES = {
 MACHINE = {"platform", "cpu_count", "python", "django", "driver", "postgresql"}
 
 
-# Session scope: under pytest-xdist another group's test may run between two
-# of this module's, which would tear a module fixture down and run it again.
-@pytest.fixture(scope="session")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The JSON of one quick benchmark run, on a database of its own."""
-    path = tmp_path_factory.mktemp("bench") / "bench.json"
-    # A database of this run's own: no other process can create or drop it.
+def run_benchmark(
+    tmp_path_factory: pytest.TempPathFactory, label: str, *args: str
+) -> tuple[str, dict[str, Any]]:
+    """Run ``python -m benchmarks *args --json FILE`` on a database of its own
+    (no other process can create or drop it); its output and its JSON."""
+    path = tmp_path_factory.mktemp("bench") / f"{label}.json"
     base = os.environ.get("SAFELIVE_TEST_DB_NAME", "test_safelive")
-    name = f"{base}_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{base}_{label}_{uuid.uuid4().hex[:8]}"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(path)],
+        [sys.executable, "-m", "benchmarks", *args, "--json", str(path)],
         cwd=ROOT,
         env={
             **os.environ,
@@ -87,9 +86,18 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    for heading in ("fresh connection", "Requests/s", "Targets", "targets met"):
-        assert heading in done.stdout, done.stdout
     result: dict[str, Any] = json.loads(path.read_text())
+    return done.stdout, result
+
+
+# Session scope: under pytest-xdist another group's test may run between two
+# of this module's, which would tear a module fixture down and run it again.
+@pytest.fixture(scope="session")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The JSON of one quick benchmark run."""
+    output, result = run_benchmark(tmp_path_factory, "bench", "--quick")
+    for heading in ("fresh connection", "Requests/s", "Targets", "targets met"):
+        assert heading in output, output
     return result
 
 
@@ -180,26 +188,11 @@ def test_safelive_serves_without_errors(report: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="session")
 def rollback_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The JSON of one quick ``--rollback`` run, on a database of its own."""
-    path = tmp_path_factory.mktemp("bench") / "rollback.json"
-    base = os.environ.get("SAFELIVE_TEST_DB_NAME", "test_safelive")
-    name = f"{base}_rb_{uuid.uuid4().hex[:8]}"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--rollback", "--quick"]
-        + ["--examples", "3", "--json", str(path)],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "SAFELIVE_TEST_DB_NAME": name,
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
+    """The JSON of one quick ``--rollback`` run."""
+    output, result = run_benchmark(
+        tmp_path_factory, "rb", "--rollback", "--quick", "--examples", "3"
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Targets" in done.stdout, done.stdout
-    result: dict[str, Any] = json.loads(path.read_text())
+    assert "Targets" in output, output
     return result
 
 
