@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         RequestStuck,
         SafeLiveError,
         SelfCallInSingleMode,
+        ServerBudgetExhausted,
         SessionBudgetExceeded,
         SessionsLeftBehind,
     )
@@ -46,6 +47,7 @@ __all__ = [
     "SafeLiveServerMixin",
     "SafeLiveServerThread",
     "SelfCallInSingleMode",
+    "ServerBudgetExhausted",
     "SessionBudgetExceeded",
     "SessionWindow",
     "SessionsLeftBehind",
@@ -68,6 +70,7 @@ _MODULES = {
     "SafeLiveServerMixin": "_testcases",
     "SafeLiveServerThread": "_server",
     "SelfCallInSingleMode": "_exceptions",
+    "ServerBudgetExhausted": "_exceptions",
     "SessionBudgetExceeded": "_exceptions",
     "SessionWindow": "_budget",
     "SessionsLeftBehind": "_exceptions",

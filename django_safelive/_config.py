@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,7 +35,14 @@ _SOURCES: dict[str, tuple[str | None, str]] = {
     "DRAIN_TIMEOUT": ("drain_timeout", "SAFELIVE_DRAIN_TIMEOUT"),
     "TRACE": ("trace", "SAFELIVE_TRACE"),
     "SESSION_PER_REQUEST": ("session_per_request", "SAFELIVE_SESSION_PER_REQUEST"),
+    # Sessions shared by every process on one PostgreSQL server, and how long
+    # a process waits for its share: facts of the run, not of a test class.
+    "SERVER_BUDGET": (None, "SAFELIVE_SERVER_BUDGET"),
+    "SERVER_BUDGET_TIMEOUT": (None, "SAFELIVE_SERVER_BUDGET_TIMEOUT"),
 }
+# Set by SafeLiveRunner for the processes of `manage.py test --parallel N`.
+DJANGO_PARALLEL_VARIABLE = "_SAFELIVE_DJANGO_PARALLEL"
+DEFAULT_SERVER_BUDGET_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,68 @@ def xdist_workers() -> int:
     return int(count) if count.isdigit() and int(count) > 0 else 1
 
 
+def test_processes() -> int:
+    """How many test processes of this run share the database: pytest-xdist's
+    workers, or the processes of ``manage.py test --parallel`` under
+    SafeLiveRunner (1 for neither).
+
+    A process of Django's parallel runner started without SafeLiveRunner
+    cannot know how many there are: with a total budget set, it is refused.
+    """
+    if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+        return xdist_workers()
+    count = _django_parallel()
+    if count:
+        return count
+    if _in_django_parallel_worker() and total_budget() is not None:
+        raise ImproperlyConfigured(
+            "TOTAL_MAX_CONNECTIONS is split across the processes of `manage.py "
+            "test --parallel` by django-safelive's runner only: set TEST_RUNNER = "
+            "'django_safelive.runner.SafeLiveRunner' (or pass --testrunner), or "
+            "unset TOTAL_MAX_CONNECTIONS and set MAX_CONNECTIONS per process."
+        )
+    return 1
+
+
+def _django_parallel() -> int:
+    """The processes of ``manage.py test --parallel``, as SafeLiveRunner told
+    them (0 outside such a run)."""
+    count = os.environ.get(DJANGO_PARALLEL_VARIABLE, "")
+    return int(count) if count.isdigit() else 0
+
+
+def _split_across(processes: int, plural: str = "(s)") -> tuple[str, str]:
+    """How a message names `processes` processes, and how to have fewer."""
+    if _django_parallel() and "PYTEST_XDIST_WORKER_COUNT" not in os.environ:
+        noun = "processes" if plural == "s" else "process(es)"
+        return f"{processes} `manage.py test --parallel` {noun}", (
+            "run fewer processes (--parallel)"
+        )
+    return f"{processes} pytest-xdist worker{plural}", "run fewer xdist workers (-n)"
+
+
+def _in_django_parallel_worker() -> bool:
+    """Whether this is a process of Django's parallel test runner (it numbers
+    them from 1 in ``django.test.runner._worker_id``; 0 elsewhere)."""
+    runner = sys.modules.get("django.test.runner")
+    return bool(getattr(runner, "_worker_id", 0))
+
+
+def server_budget() -> int | None:
+    """SAFELIVE["SERVER_BUDGET"] or its environment variable, if set: the
+    sessions every process on one PostgreSQL server may hold together."""
+    found = _lookup("SERVER_BUDGET", None)
+    return None if found is None else _positive_int("SERVER_BUDGET", *found, 2)
+
+
+def server_budget_timeout() -> float:
+    """How long a process waits for its slots of the server budget, in seconds."""
+    found = _lookup("SERVER_BUDGET_TIMEOUT", None)
+    if found is None:
+        return DEFAULT_SERVER_BUDGET_TIMEOUT
+    return _seconds("SERVER_BUDGET_TIMEOUT", *found)
+
+
 def total_budget() -> int | None:
     """SAFELIVE["TOTAL_MAX_CONNECTIONS"] or its environment variable, if set."""
     found = _lookup("TOTAL_MAX_CONNECTIONS", None)
@@ -180,7 +250,7 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
     pytest-xdist workers); the per-process budget is the smaller of that share
     and MAX_CONNECTIONS, when both are set.
     """
-    processes = processes or xdist_workers()
+    processes = processes or test_processes()
     found = _lookup("MAX_CONNECTIONS", owner)
     total = total_budget()
     if total is None:
@@ -220,13 +290,14 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
     # The test thread holds one session per alias besides the server's workers.
     needed = workers + 1
     if total is not None and total // processes < needed:
+        across, fewer = _split_across(processes)
         raise ImproperlyConfigured(
             f"The django-safelive total budget of {total} database session(s) per "
-            f"alias, split across {processes} pytest-xdist worker(s), gives each "
+            f"alias, split across {across}, gives each "
             f"{total // processes}, but mode {mode!r} with {workers} worker(s) needs "
             f"{needed} per process (one per server worker plus the test thread). "
-            f"Raise TOTAL_MAX_CONNECTIONS to {needed * processes} or more, run "
-            "fewer xdist workers (-n)" + (", or lower WORKERS." if workers > 1 else ".")
+            f"Raise TOTAL_MAX_CONNECTIONS to {needed * processes} or more, {fewer}"
+            + (", or lower WORKERS." if workers > 1 else ".")
         )
     if max_connections < needed:
         raise ImproperlyConfigured(
@@ -310,18 +381,19 @@ def _check_server_slots(config: Config, alias: str) -> None:
         cursor.execute(_SERVER_SLOTS)
         max_connections, superuser_reserved, reserved = cursor.fetchone()
     available = max_connections - superuser_reserved - reserved
-    processes = xdist_workers()
+    processes = test_processes()
     wanted = config.max_connections * processes
     if wanted <= available:
         return
     if processes > 1:
+        across, fewer = _split_across(processes, plural="s")
         asked = (
             f"{config.max_connections} database session(s) per alias in each of "
-            f"{processes} pytest-xdist workers, {wanted} in all,"
+            f"{across}, {wanted} in all,"
         )
         change = (
             f"Lower TOTAL_MAX_CONNECTIONS (or MAX_CONNECTIONS) so that the run needs "
-            f"at most {available}, run fewer xdist workers (-n)"
+            f"at most {available}, {fewer}"
         )
     else:
         asked = f"{config.max_connections} database session(s) per alias"

@@ -108,6 +108,35 @@ class SessionsLeftBehind(SafeLiveError):
         )
 
 
+class ServerBudgetExhausted(SafeLiveError):
+    """A process waited longer than allowed for its slots of SERVER_BUDGET."""
+
+    def __init__(
+        self,
+        *,
+        server: str,
+        budget: int,
+        wanted: int,
+        timeout: float,
+        holders: Sequence[str],
+    ) -> None:
+        self.server = server
+        self.budget = budget
+        self.wanted = wanted
+        self.holders = list(holders)
+        listing = "\n".join(f"  - {holder}" for holder in holders) or "  (none)"
+        super().__init__(
+            f"django-safelive waited {timeout:g}s for {wanted} of the {budget} "
+            f"session slots of SERVER_BUDGET on {server}, and they did not come "
+            f"free. The processes holding slots, as the server knows them:\n"
+            f"{listing}\nWait for them or stop them, raise SERVER_BUDGET (and the "
+            "server's max_connections), lower MAX_CONNECTIONS or "
+            "TOTAL_MAX_CONNECTIONS, or wait longer with SERVER_BUDGET_TIMEOUT "
+            "(SAFELIVE['SERVER_BUDGET_TIMEOUT'] or the environment variable "
+            "SAFELIVE_SERVER_BUDGET_TIMEOUT)."
+        )
+
+
 class SelfCallInSingleMode(SafeLiveError, ConnectionRefusedError):
     """A single-mode server's only worker tried to connect to the server itself.
 

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from django.db import connections
 from pytest_django.live_server_helper import LiveServer
 
-from django_safelive import _lifecycle
+from django_safelive import _lifecycle, _server_budget
 from django_safelive._budget import guard
 from django_safelive._config import check_databases, resolve
 from django_safelive._server import SafeLiveServerThread
@@ -55,6 +55,8 @@ class SafeLiveServer(LiveServer):
     def start(self) -> None:
         """Start enforcing the session budget, then start the server."""
         config = self.thread.config
+        with self._db_access():
+            _server_budget.reserve(list(connections), config.max_connections)
         self._activation.enter_context(
             guard.activate(config.max_connections, self.thread.tag, trace=config.trace)
         )

@@ -11,7 +11,7 @@ from django.contrib.staticfiles.testing import (
 from django.test import LiveServerTestCase as DjangoLiveServerTestCase
 from django.test.testcases import LiveServerThread
 
-from django_safelive import _lifecycle, _summary
+from django_safelive import _lifecycle, _server_budget, _summary
 from django_safelive._assertions import max_sessions
 from django_safelive._budget import SessionWindow, guard, new_tag
 from django_safelive._compat import enter_class_context
@@ -58,6 +58,7 @@ class SafeLiveServerMixin(_Base):
     @classmethod
     def _create_server_thread(cls, connections_override: Any) -> Any:
         config = cls._config()
+        _server_budget.reserve(cls._safelive_aliases(), config.max_connections)
         if issubclass(cls.server_thread_class, SafeLiveServerThread):
             thread = cls.server_thread_class(
                 cls.host,

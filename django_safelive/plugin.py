@@ -78,6 +78,17 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
         item.user_properties.append((SESSIONS_PROPERTY, data))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: Any) -> Generator[None, None, None]:
+    # With SERVER_BUDGET set, take this process's slots before pytest-django
+    # creates the test databases, so that the creation is counted too.
+    if fixturedef.argname == "django_db_setup" and "django.conf" in sys.modules:
+        from django_safelive._server_budget import reserve_for_run
+
+        reserve_for_run()
+    yield
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_SessionSummary(), "django-safelive-sessions")
     if not _replaces_live_server(config):

@@ -1,0 +1,312 @@
+"""One budget of sessions for every process that runs live-server tests on one
+PostgreSQL server, however many machines they run on, kept by the server itself.
+
+``SERVER_BUDGET = N`` makes N slots: session-level advisory locks
+``(KEY, 0)`` to ``(KEY, N - 1)`` in the server's maintenance database. A
+process takes, through one coordinator session of its own, one slot per
+session its budget allows (``MAX_CONNECTIONS`` per alias on that server) and
+one for the coordinator; all of them or none, so that waiting processes never
+hold slots another needs. It keeps them until it exits. PostgreSQL releases a
+session's advisory locks when the session ends, so a process killed with
+SIGKILL, or a machine gone, frees its slots once the server notices.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+from django.db.backends.base.base import NO_DB_ALIAS
+
+from django_safelive._config import server_budget, server_budget_timeout
+from django_safelive._exceptions import ServerBudgetExhausted
+
+# The first half of the two-int advisory lock key: "SAFE" in ASCII, as an int4.
+KEY = 0x53414645
+# How often a waiting process tries again, and reports that it waits.
+POLL = 0.25
+PROGRESS_EVERY = 10.0
+APPLICATION_NAME = "safelive-slots:{pid}@{host}"
+
+Server = tuple[str, str]
+
+
+@dataclass
+class _Coordinator:
+    """The session holding this process's slots on one PostgreSQL server."""
+
+    server: Server
+    connection: Any
+    slots: list[int] = field(default_factory=list)
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
+
+
+_coordinators: dict[Server, _Coordinator] = {}
+_lock = threading.Lock()
+
+
+def reserve(aliases: Iterable[str], per_alias: int) -> None:
+    """Hold enough slots of SERVER_BUDGET for `per_alias` sessions on each of
+    `aliases`, waiting (bounded) for them; nothing when SERVER_BUDGET is unset.
+
+    Before it waits, the process closes the sessions it holds on them (the
+    test thread's, idle), which no slot covers yet.
+    """
+    budget = server_budget()
+    if budget is None:
+        return
+    with _lock:
+        for server, group in _by_server(list(aliases)).items():
+            needed = per_alias * len(group) + 1
+            if needed > budget:
+                raise ImproperlyConfigured(
+                    f"SERVER_BUDGET is {budget} session(s), fewer than the {needed} "
+                    f"one process needs on {_name(server)}: {per_alias} per alias "
+                    f"for {len(group)} alias(es) ({', '.join(map(repr, group))}), "
+                    f"plus its coordinator session. Raise SERVER_BUDGET to {needed} "
+                    "or more, or lower MAX_CONNECTIONS (or TOTAL_MAX_CONNECTIONS)."
+                )
+            coordinator = _coordinators.get(server) or _connect(server, group[0])
+            _coordinators[server] = coordinator
+            if len(coordinator.slots) < needed:
+                _check_server(coordinator, budget)
+                _take(coordinator, budget, needed, group)
+
+
+def reserve_for_run(processes: int | None = None) -> None:
+    """Before the test databases are created: slots for the process's budget
+    on every alias, so that the creation and migrations are counted too."""
+    if server_budget() is None:
+        return
+    from django_safelive._config import resolve
+
+    reserve(list(connections), resolve(processes=processes).max_connections)
+
+
+def release_all() -> None:
+    """Give every slot back: close the coordinator sessions (at exit)."""
+    with _lock:
+        for coordinator in _coordinators.values():
+            coordinator.connection.close()
+        _coordinators.clear()
+
+
+def held(server: Server) -> int:
+    """How many slots this process holds on `server` (for tests and reports)."""
+    coordinator = _coordinators.get(server)
+    return len(coordinator.slots) if coordinator else 0
+
+
+def server_of(alias: str) -> Server:
+    """The PostgreSQL server an alias's sessions go to, as (host, port)."""
+    settings = connections[alias].settings_dict
+    return str(settings.get("HOST") or ""), str(settings.get("PORT") or "")
+
+
+def _name(server: Server) -> str:
+    host, port = server
+    return f"PostgreSQL {host or 'local socket'}:{port or 5432}"
+
+
+def _by_server(aliases: list[str]) -> dict[Server, list[str]]:
+    """The aliases grouped by server; an alias no server budget can count is
+    refused rather than ignored."""
+    groups: dict[Server, list[str]] = {}
+    for alias in aliases:
+        settings = connections[alias].settings_dict
+        if settings.get("TEST", {}).get("MIRROR"):
+            continue
+        vendor = connections[alias].vendor
+        if vendor == "postgresql":
+            groups.setdefault(server_of(alias), []).append(alias)
+        elif vendor != "sqlite":  # SQLite has no server to share
+            raise ImproperlyConfigured(
+                f"SERVER_BUDGET is kept by PostgreSQL and counts PostgreSQL "
+                f"sessions only, but DATABASES[{alias!r}] is {vendor}. Unset "
+                "SERVER_BUDGET (SAFELIVE['SERVER_BUDGET'] or the environment "
+                "variable SAFELIVE_SERVER_BUDGET) for this run."
+            )
+    if aliases and not groups:
+        raise ImproperlyConfigured(
+            "SERVER_BUDGET is kept by PostgreSQL, but none of the databases "
+            f"{', '.join(map(repr, aliases))} is PostgreSQL. Unset SERVER_BUDGET "
+            "(SAFELIVE['SERVER_BUDGET'] or the environment variable "
+            "SAFELIVE_SERVER_BUDGET) for this run."
+        )
+    return groups
+
+
+def _connect(server: Server, alias: str) -> _Coordinator:
+    """A session of its own on the server's maintenance database, where every
+    process looks for the same locks, whatever its test database."""
+    template = connections[alias]
+    # As Django's own _nodb_cursor(): NAME None is the "postgres" database.
+    wrapper: Any = type(template)({**template.settings_dict, "NAME": None}, NO_DB_ALIAS)
+    params = wrapper.get_connection_params()
+    params["application_name"] = APPLICATION_NAME.format(
+        pid=os.getpid(), host=socket.gethostname()
+    )[:63]
+    # The driver's own connect: the budget's accounting is not for this session.
+    connection = wrapper.Database.connect(**params)
+    connection.autocommit = True
+    return _Coordinator(server, connection)
+
+
+_SLOTS_AVAILABLE = """
+    SELECT current_setting('max_connections')::int
+           - current_setting('superuser_reserved_connections')::int
+           - coalesce(current_setting('reserved_connections', true)::int, 0)
+"""
+
+
+def _check_server(coordinator: _Coordinator, budget: int) -> None:
+    ((available,),) = coordinator.query(_SLOTS_AVAILABLE)
+    if budget > available:
+        raise ImproperlyConfigured(
+            f"SERVER_BUDGET is {budget} session(s), more than the {available} "
+            f"{_name(coordinator.server)} accepts from an ordinary role "
+            "(max_connections minus the reserved slots). Lower SERVER_BUDGET to "
+            f"{available} or less, or raise max_connections in postgresql.conf."
+        )
+
+
+def _try(coordinator: _Coordinator, budget: int, wanted: int) -> bool:
+    """Take `wanted` more free slots at once, or none; whether it did."""
+    mine = ",".join(map(str, coordinator.slots)) or "NULL"
+    # CASE keeps a slot already ours from being locked twice (advisory locks
+    # stack within a session), whatever order PostgreSQL evaluates in.
+    taken = [
+        int(slot)
+        for (slot,) in coordinator.query(
+            f"SELECT slot FROM generate_series(0, {budget - 1}) AS slot "
+            f"WHERE CASE WHEN slot IN ({mine}) THEN false "
+            f"ELSE pg_try_advisory_lock({KEY}, slot) END LIMIT {wanted}"
+        )
+    ]
+    if len(taken) == wanted:
+        coordinator.slots.extend(taken)
+        return True
+    if taken:
+        coordinator.query(
+            f"SELECT pg_advisory_unlock({KEY}, slot) "
+            f"FROM unnest(ARRAY[{','.join(map(str, taken))}]) AS slot"
+        )
+    return False
+
+
+def _take(
+    coordinator: _Coordinator,
+    budget: int,
+    needed: int,
+    aliases: list[str],
+) -> None:
+    """Take slots until `needed` are held, waiting at most the timeout."""
+    wanted = needed - len(coordinator.slots)
+    if _try(coordinator, budget, wanted):
+        return
+    for alias in aliases:
+        connection = connections[alias]
+        if connection.connection is not None and not connection.in_atomic_block:
+            connection.close()
+    timeout = server_budget_timeout()
+    started = time.monotonic()
+    reported = started - PROGRESS_EVERY
+    while not _try(coordinator, budget, wanted):
+        now = time.monotonic()
+        if now - started >= timeout:
+            holders = _holders(coordinator)
+            if not coordinator.slots:  # an idle session would be one more
+                coordinator.connection.close()
+                del _coordinators[coordinator.server]
+            raise ServerBudgetExhausted(
+                server=_name(coordinator.server),
+                budget=budget,
+                wanted=wanted,
+                timeout=timeout,
+                holders=holders,
+            )
+        if now - reported >= PROGRESS_EVERY:
+            reported = now
+            print(
+                f"django-safelive: waiting for {wanted} of the {budget} session "
+                f"slots of SERVER_BUDGET on {_name(coordinator.server)} "
+                f"({now - started:.0f}s of {timeout:g}s); held by: "
+                + "; ".join(_holders(coordinator) or ["(none)"]),
+                file=sys.stderr,
+                flush=True,
+            )
+        time.sleep(POLL)
+
+
+_HOLDERS = f"""
+    SELECT a.pid, coalesce(a.client_hostname, host(a.client_addr), 'local socket'),
+           a.application_name, count(*)
+    FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {KEY}
+      AND l.objsubid = 2 AND l.database = (
+          SELECT oid FROM pg_database WHERE datname = current_database())
+    GROUP BY a.pid, a.client_hostname, a.client_addr, a.application_name
+    ORDER BY min(a.backend_start)
+"""
+# The tests the holders' sessions are running, from their application_name tags.
+_TAGGED = """
+    SELECT application_name FROM pg_stat_activity
+    WHERE application_name LIKE '%safelive:%'
+"""
+
+
+def _holders(coordinator: _Coordinator) -> list[str]:
+    """Who holds slots, as the server knows them: host, backend pid, the
+    coordinator's application_name, slots, and the tests it runs."""
+    names = [str(name) for (name,) in coordinator.query(_TAGGED)]
+    described = []
+    for pid, host, name, slots in coordinator.query(_HOLDERS):
+        client = str(name).split(":", 1)[-1].split("@", 1)[0]
+        tests = sorted(
+            {
+                tagged.split(f"safelive:{client}.", 1)[0].strip()
+                for tagged in names
+                if f"safelive:{client}." in tagged
+            }
+            - {""}
+        )
+        running = f", running {', '.join(tests)}" if tests else ""
+        described.append(
+            f"host {host}, backend pid {pid}, {name!r}, {slots} slot(s){running}"
+        )
+    return described
+
+
+def _forget_inherited() -> None:
+    """In a forked child: the parent's coordinator sessions are not ours.
+
+    Their sockets are pointed at /dev/null before closing, so that the close
+    (which tells the server to end the session) cannot end the parent's.
+    """
+    inherited = list(_coordinators.values())
+    _coordinators.clear()
+    for coordinator in inherited:
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, coordinator.connection.fileno())
+            os.close(null)
+            coordinator.connection.close()
+        except Exception:  # a broken inherited connection: nothing to protect
+            pass
+
+
+os.register_at_fork(after_in_child=_forget_inherited)
+atexit.register(release_all)
