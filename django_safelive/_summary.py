@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # How many tests the end-of-run table lists, highest peak first.
 TOP = 5
+# Where the processes of `manage.py test --parallel` write their records, one
+# file each, for SafeLiveRunner to read after the run.
+RECORDS_VARIABLE = "_SAFELIVE_SUMMARY_RECORDS"
 
 
 @dataclass
@@ -100,3 +106,14 @@ def record(entry: TestSessions) -> None:
     """Remember how many sessions a test used, for the end-of-run summary."""
     run.record(entry)
     pending.append(entry)
+    records = os.environ.get(RECORDS_VARIABLE)
+    if records:
+        with open(Path(records) / f"{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry.as_dict()) + "\n")
+
+
+def read_records(directory: str) -> None:
+    """Fold in the records other processes wrote to `directory`."""
+    for path in sorted(Path(directory).glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            run.record(TestSessions.from_dict(json.loads(line)))
