@@ -30,7 +30,7 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_safelive._exceptions import SessionBudgetExceeded
-from django_safelive._sessions import wait_exit, watch_exit
+from django_safelive._sessions import postgresql_backend, wait_exit, watch_exit
 from django_safelive._summary import TestSessions
 
 TEST_THREAD = "test thread"
@@ -464,7 +464,7 @@ def backend_id(vendor: str, connection: Any) -> str | None:
         if vendor == "postgresql":
             info = getattr(connection, "info", None)  # psycopg 3
             pid = getattr(info, "backend_pid", None) or connection.get_backend_pid()
-            return f"PostgreSQL pid {pid}"
+            return postgresql_backend(pid)
         if vendor == "mysql":
             return f"MySQL processlist id {connection.thread_id()}"
     except Exception:  # a driver without the call: no name, no harm

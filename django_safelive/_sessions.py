@@ -6,7 +6,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from django.db import connections
@@ -17,6 +17,11 @@ from django_safelive._config import pool_sizes
 # How long a closed session's backend may take to exit before we stop waiting
 # (it takes a few milliseconds).
 EXIT_WAIT = 5.0
+
+
+def postgresql_backend(pid: int) -> str:
+    """How the accounting names the PostgreSQL session with backend `pid`."""
+    return f"PostgreSQL pid {pid}"
 
 
 def watch_exit(wrapper: BaseDatabaseWrapper) -> int | None:
@@ -106,11 +111,18 @@ def terminate(alias: str, pids: list[int]) -> None:
         )
 
 
-def wait_gone(alias: str, tag: str, timeout: float) -> list[tuple[int, str]]:
-    """Wait until no session tagged `tag` remains; return those still there."""
+def wait_gone(
+    alias: str, tag: str, timeout: float, keep: Collection[str] = ()
+) -> list[tuple[int, str]]:
+    """Wait until no session tagged `tag` remains but those in `keep` (known
+    to be held open, named as ``postgresql_backend`` names them); return those
+    still there."""
     deadline = time.monotonic() + timeout
     while True:
         left = server_sessions(alias, tag)
-        if not left or time.monotonic() >= deadline:
+        if (
+            all(postgresql_backend(pid) in keep for pid, _ in left)
+            or time.monotonic() >= deadline
+        ):
             return left
         time.sleep(0.02)
