@@ -317,9 +317,9 @@ def _install(session: nox.Session, django: str, driver: str) -> None:
 def _pytest(session: nox.Session, env: dict[str, str], *, cover: bool = True) -> None:
     """pytest in TEST_PROCESSES workers unless told otherwise; under coverage
     when `cover`."""
-    # A class's tests on one worker (tests/conftest.py groups them), so that its
+    # A class's tests on one worker (tests/conftest.py's work_unit), so that its
     # live server starts once; the module-level tests spread over the workers.
-    workers = [] if session.posargs else ["-n", TEST_PROCESSES, "--dist", "loadgroup"]
+    workers = [] if session.posargs else ["-n", TEST_PROCESSES]
     # pytest-cov measures the pytest-xdist workers, where the tests run (not the
     # tools' and scenarios' own subprocesses); `nox -s coverage` combines.
     coverage = ["--cov", "--cov-report="] if cover else []

@@ -4,6 +4,7 @@ import os
 import sys
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pluggy
 import pytest
@@ -38,6 +39,7 @@ ONCE = (
     "test_benchmarks.py",
     "test_xdist.py",
     "test_browser.py",
+    "test_server_budget.py",
 )
 RUN_ONCE = os.environ.get("SAFELIVE_TEST_ONCE", "1") != "0"
 
@@ -50,6 +52,7 @@ WHOLE_MODULES = (
     "test_doctor.py",
     "test_demo.py",
     "test_benchmarks.py",
+    "test_server_budget.py",
 )
 
 
@@ -64,23 +67,43 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Leave out the stock baselines where ONCE tests are left out. Under
-    pytest-xdist's ``--dist loadgroup``, keep a test case class's tests on one
-    worker, so that its live server starts once, and the tests of WHOLE_MODULES
-    on one worker; spread the rest."""
-    if not RUN_ONCE:
-        baselines = [
-            item for item in items if item.get_closest_marker("stock_baseline")
-        ]
-        if baselines:
-            config.hook.pytest_deselected(items=baselines)
-            items[:] = [item for item in items if item not in baselines]
+    """Leave out the stock baselines where ONCE tests are left out."""
+    if RUN_ONCE:
+        return
+    kept: list[pytest.Item] = []
+    baselines: list[pytest.Item] = []
     for item in items:
-        module = item.nodeid.partition("::")[0]
-        if module.endswith(WHOLE_MODULES):
-            item.add_marker(pytest.mark.xdist_group(module))
-        elif getattr(item, "cls", None) is not None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.rsplit("::", 1)[0]))
+        (baselines if item.get_closest_marker("stock_baseline") else kept).append(item)
+    if baselines:
+        config.hook.pytest_deselected(items=baselines)
+        items[:] = kept
+
+
+def work_unit(nodeid: str) -> str:
+    """The tests pytest-xdist runs together with test `nodeid`, on one worker:
+    a module of WHOLE_MODULES, a test case class (whose live server then
+    starts once), or a module-level test alone."""
+    module, _, rest = nodeid.partition("::")
+    if module.endswith(WHOLE_MODULES):
+        return module
+    cls, nested, _ = rest.partition("::")
+    return f"{module}::{cls}" if nested else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's scope scheduling, with work_unit as the scope.
+
+    Not ``--dist loadgroup`` with xdist_group marks: from pytest 9.2 the node
+    id suffix it groups by is lost (pytest-dev/pytest-xdist#1386), silently.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnitScheduling(config, log)
 
 
 def pytest_ignore_collect(collection_path: Path) -> bool | None:
