@@ -26,6 +26,7 @@ class SafeLiveServer(LiveServer):
 
     thread: SafeLiveServerThread
     db_blocker: DbBlocker | None = None
+    _slots: _server_budget.Taken = []
     """pytest-django's database blocker; the ``--safelive-live-server`` switch
     sets it on the subclass that replaces pytest-django's ``LiveServer``."""
 
@@ -56,7 +57,9 @@ class SafeLiveServer(LiveServer):
         """Start enforcing the session budget, then start the server."""
         config = self.thread.config
         with self._db_access():
-            _server_budget.reserve(list(connections), config.max_connections)
+            self._slots = _server_budget.reserve(
+                list(connections), config.max_connections
+            )
         self._activation.enter_context(
             guard.activate(config.max_connections, self.thread.tag, trace=config.trace)
         )
@@ -75,6 +78,8 @@ class SafeLiveServer(LiveServer):
                 _lifecycle.finish(self.thread, list(connections), self.thread.tag)
         finally:
             self._activation.close()
+            with self._db_access():
+                _server_budget.give_back(list(connections), self._slots)
 
     def reset(self, aliases: list[str] | None = None) -> None:
         """Drain in-flight requests and close the server's database connections.

@@ -58,16 +58,22 @@ _coordinators: dict[Server, _Coordinator] = {}
 _lock = threading.Lock()
 
 
-def reserve(aliases: Iterable[str], per_alias: int) -> None:
+Taken = list[tuple[Server, list[int]]]
+"""Slots one call to :func:`reserve` took, per server, for :func:`give_back`."""
+
+
+def reserve(aliases: Iterable[str], per_alias: int) -> Taken:
     """Hold enough slots of SERVER_BUDGET for `per_alias` sessions on each of
     `aliases`, waiting (bounded) for them; nothing when SERVER_BUDGET is unset.
+    Return the slots it took (none when the process held enough already).
 
     Before it waits, the process closes the sessions it holds on them (the
     test thread's, idle), which no slot covers yet.
     """
     budget = server_budget()
     if budget is None:
-        return
+        return []
+    taken: Taken = []
     with _lock:
         for server, group in _by_server(list(aliases)).items():
             needed = per_alias * len(group) + 1
@@ -81,19 +87,60 @@ def reserve(aliases: Iterable[str], per_alias: int) -> None:
                 )
             coordinator = _coordinators.get(server) or _connect(server, group[0])
             _coordinators[server] = coordinator
-            if len(coordinator.slots) < needed:
-                _check_server(coordinator, budget)
-                _take(coordinator, budget, needed, group)
+            before = list(coordinator.slots)
+            try:
+                if len(coordinator.slots) < needed:
+                    _check_server(coordinator, budget)
+                    _take(coordinator, budget, needed, group)
+            finally:
+                if not coordinator.slots:  # an idle session would be one more
+                    _close(coordinator)
+            taken.append((server, [s for s in coordinator.slots if s not in before]))
+    return taken
+
+
+def give_back(aliases: Iterable[str], taken: Taken) -> None:
+    """Release the slots :func:`reserve` took for a server that has stopped,
+    after closing the process's idle sessions on `aliases`, which they covered.
+
+    Slots taken before the test databases were created stay until exit.
+    """
+    if not any(slots for _, slots in taken):
+        return
+    _close_idle(aliases)
+    with _lock:
+        for server, slots in taken:
+            coordinator = _coordinators.get(server)
+            if coordinator is None or not slots:  # gone, or another process's
+                continue
+            _unlock(coordinator, slots)
+            coordinator.slots = [s for s in coordinator.slots if s not in slots]
+            if not coordinator.slots:
+                _close(coordinator)
 
 
 def reserve_for_run(processes: int | None = None) -> None:
     """Before the test databases are created: slots for the process's budget
-    on every alias, so that the creation and migrations are counted too."""
+    on every alias, kept until it exits, so that creating, migrating and
+    dropping the databases are counted too."""
     if server_budget() is None:
         return
     from django_safelive._config import resolve
 
     reserve(list(connections), resolve(processes=processes).max_connections)
+
+
+def _close(coordinator: _Coordinator) -> None:
+    coordinator.connection.close()
+    _coordinators.pop(coordinator.server, None)
+
+
+def _close_idle(aliases: Iterable[str]) -> None:
+    """Close the calling thread's sessions on `aliases`, unless in a transaction."""
+    for alias in aliases:
+        connection = connections[alias]
+        if connection.connection is not None and not connection.in_atomic_block:
+            connection.close()
 
 
 def release_all() -> None:
@@ -200,11 +247,15 @@ def _try(coordinator: _Coordinator, budget: int, wanted: int) -> bool:
         coordinator.slots.extend(taken)
         return True
     if taken:
-        coordinator.query(
-            f"SELECT pg_advisory_unlock({KEY}, slot) "
-            f"FROM unnest(ARRAY[{','.join(map(str, taken))}]) AS slot"
-        )
+        _unlock(coordinator, taken)
     return False
+
+
+def _unlock(coordinator: _Coordinator, slots: list[int]) -> None:
+    coordinator.query(
+        f"SELECT pg_advisory_unlock({KEY}, slot) "
+        f"FROM unnest(ARRAY[{','.join(map(str, slots))}]) AS slot"
+    )
 
 
 def _take(
@@ -217,26 +268,19 @@ def _take(
     wanted = needed - len(coordinator.slots)
     if _try(coordinator, budget, wanted):
         return
-    for alias in aliases:
-        connection = connections[alias]
-        if connection.connection is not None and not connection.in_atomic_block:
-            connection.close()
+    _close_idle(aliases)
     timeout = server_budget_timeout()
     started = time.monotonic()
     reported = started - PROGRESS_EVERY
     while not _try(coordinator, budget, wanted):
         now = time.monotonic()
         if now - started >= timeout:
-            holders = _holders(coordinator)
-            if not coordinator.slots:  # an idle session would be one more
-                coordinator.connection.close()
-                del _coordinators[coordinator.server]
             raise ServerBudgetExhausted(
                 server=_name(coordinator.server),
                 budget=budget,
                 wanted=wanted,
                 timeout=timeout,
-                holders=holders,
+                holders=_holders(coordinator),
             )
         if now - reported >= PROGRESS_EVERY:
             reported = now

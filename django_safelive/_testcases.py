@@ -37,6 +37,7 @@ class SafeLiveServerMixin(_Base):
 
     safelive_config: ClassVar[Config]
     safelive_tag: ClassVar[str]
+    _safelive_slots: ClassVar[_server_budget.Taken] = []
     session_peak: dict[str, int]
     """After each test: the most sessions open at once, per alias."""
 
@@ -58,7 +59,9 @@ class SafeLiveServerMixin(_Base):
     @classmethod
     def _create_server_thread(cls, connections_override: Any) -> Any:
         config = cls._config()
-        _server_budget.reserve(cls._safelive_aliases(), config.max_connections)
+        cls._safelive_slots = _server_budget.reserve(
+            cls._safelive_aliases(), config.max_connections
+        )
         if issubclass(cls.server_thread_class, SafeLiveServerThread):
             thread = cls.server_thread_class(
                 cls.host,
@@ -89,7 +92,10 @@ class SafeLiveServerMixin(_Base):
     def _terminate_thread(cls) -> None:
         thread = cls.server_thread
         super()._terminate_thread()  # type: ignore[misc]
-        _lifecycle.finish(thread, cls._safelive_aliases(), cls.safelive_tag)
+        try:
+            _lifecycle.finish(thread, cls._safelive_aliases(), cls.safelive_tag)
+        finally:
+            _server_budget.give_back(cls._safelive_aliases(), cls._safelive_slots)
 
     def reset_live_server(self) -> None:
         """Drain in-flight requests and close the server's database connections.
