@@ -1,0 +1,1 @@
+"""Test suites that tests/test_scale.py runs in processes of their own."""
