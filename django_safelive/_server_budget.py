@@ -6,9 +6,11 @@ PostgreSQL server, however many machines they run on, kept by the server itself.
 process takes, through one coordinator session of its own, one slot per
 session its budget allows (``MAX_CONNECTIONS`` per alias on that server) and
 one for the coordinator; all of them or none, so that waiting processes never
-hold slots another needs. It keeps them until it exits. PostgreSQL releases a
-session's advisory locks when the session ends, so a process killed with
-SIGKILL, or a machine gone, frees its slots once the server notices.
+hold slots another needs. Slots taken before the test databases are created
+are kept until the process exits; those a live server's start took are given
+back when it stops. PostgreSQL releases a session's advisory locks when the
+session ends, so a process killed with SIGKILL, or a machine gone, frees its
+slots once the server notices.
 """
 
 from __future__ import annotations
@@ -151,18 +153,6 @@ def release_all() -> None:
         _coordinators.clear()
 
 
-def held(server: Server) -> int:
-    """How many slots this process holds on `server` (for tests and reports)."""
-    coordinator = _coordinators.get(server)
-    return len(coordinator.slots) if coordinator else 0
-
-
-def server_of(alias: str) -> Server:
-    """The PostgreSQL server an alias's sessions go to, as (host, port)."""
-    settings = connections[alias].settings_dict
-    return str(settings.get("HOST") or ""), str(settings.get("PORT") or "")
-
-
 def _name(server: Server) -> str:
     host, port = server
     return f"PostgreSQL {host or 'local socket'}:{port or 5432}"
@@ -174,26 +164,29 @@ def _by_server(aliases: list[str]) -> dict[Server, list[str]]:
     groups: dict[Server, list[str]] = {}
     for alias in aliases:
         settings = connections[alias].settings_dict
+        vendor = connections[alias].vendor
         if settings.get("TEST", {}).get("MIRROR"):
             continue
-        vendor = connections[alias].vendor
         if vendor == "postgresql":
-            groups.setdefault(server_of(alias), []).append(alias)
+            server = str(settings.get("HOST") or ""), str(settings.get("PORT") or "")
+            groups.setdefault(server, []).append(alias)
         elif vendor != "sqlite":  # SQLite has no server to share
             raise ImproperlyConfigured(
-                f"SERVER_BUDGET is kept by PostgreSQL and counts PostgreSQL "
-                f"sessions only, but DATABASES[{alias!r}] is {vendor}. Unset "
-                "SERVER_BUDGET (SAFELIVE['SERVER_BUDGET'] or the environment "
-                "variable SAFELIVE_SERVER_BUDGET) for this run."
+                "SERVER_BUDGET is kept by PostgreSQL and counts PostgreSQL "
+                f"sessions only, but DATABASES[{alias!r}] is {vendor}. {_UNSET}"
             )
     if aliases and not groups:
         raise ImproperlyConfigured(
             "SERVER_BUDGET is kept by PostgreSQL, but none of the databases "
-            f"{', '.join(map(repr, aliases))} is PostgreSQL. Unset SERVER_BUDGET "
-            "(SAFELIVE['SERVER_BUDGET'] or the environment variable "
-            "SAFELIVE_SERVER_BUDGET) for this run."
+            f"{', '.join(map(repr, aliases))} is PostgreSQL. {_UNSET}"
         )
     return groups
+
+
+_UNSET = (
+    "Unset SERVER_BUDGET (SAFELIVE['SERVER_BUDGET'] or the environment variable "
+    "SAFELIVE_SERVER_BUDGET) for this run."
+)
 
 
 def _connect(server: Server, alias: str) -> _Coordinator:
@@ -259,10 +252,7 @@ def _unlock(coordinator: _Coordinator, slots: list[int]) -> None:
 
 
 def _take(
-    coordinator: _Coordinator,
-    budget: int,
-    needed: int,
-    aliases: list[str],
+    coordinator: _Coordinator, budget: int, needed: int, aliases: list[str]
 ) -> None:
     """Take slots until `needed` are held, waiting at most the timeout."""
     wanted = needed - len(coordinator.slots)
