@@ -15,7 +15,7 @@ newest Django this project tests, pytest-django and django-safelive. It:
    ``test_django_not_loaded_without_settings`` on its PostgreSQL settings:
    stock in a virtualenv without django-safelive (WORK/stock-venv, the same
    versions), and with our plugin installed, ``--safelive-live-server`` off
-   and on;
+   and on (2 and 3 run side by side, on databases of their own);
 4. with ``--selenium``, also Django's Selenium admin tests in headless
    Chromium, stock and with ours;
 5. compares each run's per-test outcomes with the stock run of its suite and
@@ -38,7 +38,8 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -617,21 +618,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     sources = fetch_sources(work)
-    results: list[Result] = []
+    # Django's suite and pytest-django's (with its stock virtualenv) use
+    # databases of their own: run them side by side, each suite's runs in turn.
+    lanes: list[Callable[[], list[Result]]] = []
     if "django" in suites:
-        results += django_runs(
-            sources["django"],
-            logs,
-            args,
-            DJANGO_LABELS,
-            "django",
-            backends,
-            args.test_timeout,
+        lanes.append(
+            lambda: django_runs(
+                sources["django"],
+                logs,
+                args,
+                DJANGO_LABELS,
+                "django",
+                backends,
+                args.test_timeout,
+            )
         )
     if "pytest-django" in suites:
-        results += pytest_django_runs(
-            sources["pytest-django"], logs, args, stock_python(work)
+        lanes.append(
+            lambda: pytest_django_runs(
+                sources["pytest-django"], logs, args, stock_python(work)
+            )
         )
+    results: list[Result] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for lane in [pool.submit(lane) for lane in lanes]:
+            results += lane.result()
     if "selenium" in suites:
         for binary in (CHROMIUM, CHROMEDRIVER):
             if not os.access(binary, os.X_OK):
