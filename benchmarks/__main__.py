@@ -56,12 +56,12 @@ from benchmarks._servers import compare_servers  # noqa: E402
 
 # (normal, --quick)
 DEFAULTS = {
-    "requests": (100, 50),
+    "requests": (100, 16),
     "repeat": (3, 1),
-    "examples": (25, 5),
-    "drain_timeout": (5.0, 2.0),
-    "fresh_requests": (320, 64),
-    "resets": (20, 5),
+    "examples": (25, 2),
+    "drain_timeout": (5.0, 1.0),
+    "fresh_requests": (320, 32),
+    "resets": (20, 3),
 }
 
 
@@ -74,8 +74,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run: 50 requests (64 from 32 fresh clients), 1 repeat, "
-        "5 examples, 5 resets, 2 s drain timeout",
+        help="a smoke run: 16 requests (32 from 32 fresh clients), 1 repeat, "
+        "2 examples, 3 resets, 1 s drain timeout",
     )
     parser.add_argument(
         "--requests",
