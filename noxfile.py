@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import nox
 
@@ -155,16 +155,21 @@ DJANGO = "6.1"
 DJANGO_PYTHON = _newest("3.12")
 
 
+def _skip_or_fail(session: nox.Session, message: str) -> NoReturn:
+    """Skip the session locally; fail it on CI, where everything is required."""
+    if ON_CI:
+        session.error(message)
+    session.skip(message)
+
+
 def _require(session: nox.Session, interpreter: str | None, needed: str) -> None:
     """Skip the session (fail it on CI) when no suitable Python was found."""
     if interpreter is None:
-        message = (
+        _skip_or_fail(
+            session,
             f"no {needed} found (looked on PATH, in pyenv's and uv's versions): "
-            "install one to run this session"
+            "install one to run this session",
         )
-        if ON_CI:
-            session.error(message)
-        session.skip(message)
 
 
 def _require_python(session: nox.Session, version: str) -> None:
@@ -252,8 +257,8 @@ def _require_database(session: nox.Session, server: str, *, skippable: bool) -> 
     problem = _database_state[server]
     if problem is None:
         return
-    if skippable and not ON_CI:
-        session.skip(problem)
+    if skippable:
+        _skip_or_fail(session, problem)
     missing = [name for name, state in _database_state.items() if state]
     if len(missing) > 1:
         problem = "no database server to test against: install " + " and ".join(
@@ -277,16 +282,13 @@ def _mysqlclient_headers() -> bool:
 
 def _require_mysqlclient_headers(session: nox.Session) -> None:
     """Skip the session (fail it on CI) when mysqlclient cannot be built."""
-    if _mysqlclient_headers():
-        return
-    message = (
-        "mysqlclient cannot be built: its client library headers are missing "
-        "(Debian/Ubuntu: apt-get install libmariadb-dev pkg-config; "
-        "macOS: brew install mariadb-connector-c pkg-config)"
-    )
-    if ON_CI:
-        session.error(message)
-    session.skip(message)
+    if not _mysqlclient_headers():
+        _skip_or_fail(
+            session,
+            "mysqlclient cannot be built: its client library headers are missing "
+            "(Debian/Ubuntu: apt-get install libmariadb-dev pkg-config; "
+            "macOS: brew install mariadb-connector-c pkg-config)",
+        )
 
 
 # -- sessions -------------------------------------------------------------------
