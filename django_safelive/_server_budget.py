@@ -127,9 +127,31 @@ def reserve_for_run(processes: int | None = None) -> None:
     dropping the databases are counted too."""
     if server_budget() is None:
         return
-    from django_safelive._config import resolve
+    from django_safelive._config import resolve, xdist_workers
 
-    reserve(list(connections), resolve(processes=processes).max_connections)
+    per_alias = resolve(processes=processes).max_connections
+    check_run(per_alias, xdist_workers())
+    reserve(list(connections), per_alias)
+
+
+def check_run(per_alias: int, workers: int) -> None:
+    """Refuse pytest-xdist workers that together need more slots than
+    SERVER_BUDGET: each keeps its slots until the run ends, so they would
+    wait for each other until the timeout."""
+    budget = server_budget()
+    if budget is None or workers < 2:
+        return
+    for server, group in _by_server(list(connections)).items():
+        needed = (per_alias * len(group) + 1) * workers
+        if needed > budget:
+            raise ImproperlyConfigured(
+                f"The {workers} pytest-xdist workers of this run each hold "
+                f"{needed // workers} slot(s) of SERVER_BUDGET on {_name(server)} "
+                f"until the run ends, {needed} together, more than its {budget}: "
+                f"they would wait for each other. Raise SERVER_BUDGET to {needed} "
+                "or more, lower TOTAL_MAX_CONNECTIONS (or MAX_CONNECTIONS), or run "
+                "fewer xdist workers (-n)."
+            )
 
 
 def _close(coordinator: _Coordinator) -> None:

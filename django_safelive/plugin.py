@@ -169,9 +169,30 @@ def _total_budget_plan(config: pytest.Config) -> str | None:
     )
 
 
+def _check_server_budget(config: pytest.Config) -> None:
+    """On the controller: refuse xdist workers that together need more of
+    SERVER_BUDGET than it has, before any worker starts."""
+    processes = _planned_processes(config)
+    if processes < 2 or "django.conf" not in sys.modules:
+        return
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_safelive._config import resolve
+    from django_safelive._server_budget import check_run
+
+    try:
+        if settings.configured:
+            check_run(resolve(processes=processes).max_connections, processes)
+    except ImproperlyConfigured as error:
+        raise pytest.UsageError(f"django-safelive: {error}") from None
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Before any test runs, so a budget too small for -n N fails at once.
     _total_budget_plan(session.config)
+    if not hasattr(session.config, "workerinput"):
+        _check_server_budget(session.config)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
