@@ -186,6 +186,48 @@ def test_parallel_processes_share_the_server_budget(small_cluster: Cluster) -> N
     print(f"peak {sampler.peak}, waiting coordinators at most {sampler.waiting_peak}")
 
 
+def xdist_run(cluster: Cluster, workers: int, total: int) -> Run:
+    """tests/scenarios/xdist_budget.py (eight live-server classes) under
+    ``pytest -n workers``, a total budget split across them, SERVER_BUDGET 8."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "-n", str(workers), "tests/scenarios/xdist_budget.py"]  # fmt: skip
+    env = {"SAFELIVE_SERVER_BUDGET": str(SERVER_BUDGET),
+           "SAFELIVE_SERVER_BUDGET_TIMEOUT": "120",
+           "SAFELIVE_TOTAL_MAX_CONNECTIONS": str(total)}  # fmt: skip
+    return Run(command, cluster.host, cluster.port, env)
+
+
+def test_xdist_workers_and_another_process_share_it(small_cluster: Cluster) -> None:
+    """pytest -n 2 and one more process under SERVER_BUDGET 8: at most 8, all pass."""
+    with (
+        SlotSampler(small_cluster.host, small_cluster.port) as sampler,
+        reaped(
+            [xdist_run(small_cluster, 2, 6), shared_server_run(small_cluster)]
+        ) as runs,
+    ):
+        (xdist_code, xdist_output), (code, output) = [run.wait() for run in runs]
+    assert xdist_code == 0, xdist_output
+    assert "8 passed" in xdist_output
+    assert "too many clients" not in xdist_output
+    assert_passed(code, output)
+    # Two workers of 3 sessions and a coordinator each fill the budget: the
+    # other process ran before or after them.
+    assert 4 <= sampler.peak <= SERVER_BUDGET
+    print(f"peak {sampler.peak}, waiting coordinators at most {sampler.waiting_peak}")
+
+
+def test_xdist_workers_needing_more_than_the_budget_are_refused(
+    small_cluster: Cluster,
+) -> None:
+    """-n 4 needing 16 slots until the run ends, of 8: refused at start-up."""
+    with reaped([xdist_run(small_cluster, 4, 12)]) as (run,):
+        code, output = run.wait()
+    assert code != 0
+    assert "passed" not in output
+    assert "The 4 pytest-xdist workers of this run each hold 4 slot(s)" in output
+    assert "Raise SERVER_BUDGET to 16 or more" in output
+
+
 def hold_slots(host: str, port: int, count: int) -> Any:
     """A session of the test's own holding slots 0 to count - 1."""
     conn = connect(host, port)
