@@ -228,6 +228,34 @@ def test_xdist_workers_needing_more_than_the_budget_are_refused(
     assert "Raise SERVER_BUDGET to 16 or more" in output
 
 
+# Takes slots, forks, and checks from the parent that the child's exit did
+# not end the coordinator session it inherited.
+_FORK = """
+import os, django
+django.setup()
+from django_safelive import _server_budget
+_server_budget.reserve(["default"], 3)
+(coordinator,) = _server_budget._coordinators.values()
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if not _server_budget._coordinators else 1)
+_, status = os.waitpid(pid, 0)
+coordinator.query("SELECT 1")  # fails if the child ended the session
+print("child", os.waitstatus_to_exitcode(status), "slots", coordinator.slots)
+"""
+
+
+def test_a_forked_child_leaves_the_parents_slots(small_cluster: Cluster) -> None:
+    """A forked child (Django's --parallel) forgets, not ends, the parent's session."""
+    env = {"DJANGO_SETTINGS_MODULE": "tests.settings",
+           "SAFELIVE_SERVER_BUDGET": str(SERVER_BUDGET)}  # fmt: skip
+    command = [sys.executable, "-c", _FORK]
+    with reaped([Run(command, small_cluster.host, small_cluster.port, env)]) as (run,):
+        code, output = run.wait()
+    assert code == 0, output
+    assert "child 0 slots [0, 1, 2, 3]" in output
+
+
 def hold_slots(host: str, port: int, count: int) -> Any:
     """A session of the test's own holding slots 0 to count - 1."""
     conn = connect(host, port)
