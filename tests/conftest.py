@@ -97,9 +97,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     Not ``--dist loadgroup`` with xdist_group marks: from pytest 9.2 the node
     id suffix it groups by is lost (pytest-dev/pytest-xdist#1386), silently.
     """
-    from xdist.scheduler import LoadScopeScheduling
+    # pytest-xdist ships no type information.
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
 
-    class WorkUnitScheduling(LoadScopeScheduling):
+    class WorkUnitScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             return work_unit(nodeid)
 
