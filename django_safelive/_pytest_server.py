@@ -26,9 +26,10 @@ class SafeLiveServer(LiveServer):
 
     thread: SafeLiveServerThread
     db_blocker: DbBlocker | None = None
-    _slots: _server_budget.Taken = []
     """pytest-django's database blocker; the ``--safelive-live-server`` switch
     sets it on the subclass that replaces pytest-django's ``LiveServer``."""
+    _slots: _server_budget.Taken = []
+    """The SERVER_BUDGET slots this server's start took, given back at stop."""
 
     def __init__(
         self, addr: str, *, start: bool = True, db_blocker: DbBlocker | None = None
