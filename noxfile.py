@@ -73,7 +73,9 @@ TEST_DEPS = [
     "selenium>=4.11",
 ]
 # pytest-xdist workers per test session, each with a test database of its own.
-TEST_PROCESSES = os.environ.get("SAFELIVE_TEST_PROCESSES", "2")
+# Three on two cores: the tests wait on servers, clients and subprocesses often
+# enough that a third worker fills the gaps (a pair took 69-75 s, not 81-83).
+TEST_PROCESSES = os.environ.get("SAFELIVE_TEST_PROCESSES", "3")
 # Many tests start Python subprocesses (a pytest run on Django's server and on
 # ours). Without bytecode caches each recompiles every module it imports and
 # pytest rewrites every plugin's asserts again: about 6 s of CPU per process.

@@ -56,26 +56,33 @@ WHOLE_MODULES = (
 )
 
 
+# Tests run once, like the ONCE modules, by marker.
+ONCE_MARKERS = {
+    "stock_baseline": "the half of a root-cause pair that runs Django's own "
+    "server (measures Django, not the library)",
+    "once": "a costly variant of a test that runs on every pair (the newest "
+    "pair checks it; the others would only add time)",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "stock_baseline: the half of a root-cause pair that runs Django's own "
-        "server (measures Django, not the library); run once, like ONCE",
-    )
+    for name, meaning in ONCE_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}; run once, like ONCE")
 
 
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Leave out the stock baselines where ONCE tests are left out."""
+    """Leave out the tests marked to run once where ONCE tests are left out."""
     if RUN_ONCE:
         return
     kept: list[pytest.Item] = []
-    baselines: list[pytest.Item] = []
+    once: list[pytest.Item] = []
     for item in items:
-        (baselines if item.get_closest_marker("stock_baseline") else kept).append(item)
-    if baselines:
-        config.hook.pytest_deselected(items=baselines)
+        marked = any(item.get_closest_marker(name) for name in ONCE_MARKERS)
+        (once if marked else kept).append(item)
+    if once:
+        config.hook.pytest_deselected(items=once)
         items[:] = kept
 
 

@@ -78,22 +78,42 @@ def reaped(runs: list[Run]) -> Iterator[list[Run]]:
 # -- manage.py test --parallel ------------------------------------------------
 
 
-def django_test(*args: str, host: str = PGHOST, port: int = PGPORT, **env: str) -> Run:
+# ``python -m django`` with the processes of ``--parallel`` started as on macOS
+# (and from Python 3.14 on Linux), not forked: each imports Django afresh.
+SPAWN = (
+    "import multiprocessing, sys; multiprocessing.set_start_method('spawn'); "
+    "from django.core.management import execute_from_command_line; "
+    "execute_from_command_line(['django', *sys.argv[1:]])"
+)
+
+
+def django_test(
+    *args: str,
+    host: str = PGHOST,
+    port: int = PGPORT,
+    spawn: bool = False,
+    **env: str,
+) -> Run:
     """``manage.py test`` on tests/scale/parallel_suite.py with SafeLiveRunner."""
-    command = [sys.executable, "-m", "django", "test", "--noinput",
-               "--settings=tests.settings",
+    python = (
+        [sys.executable, "-c", SPAWN] if spawn else [sys.executable, "-m", "django"]
+    )
+    command = [*python, "test", "--noinput", "--settings=tests.settings",
                "--testrunner=django_safelive.runner.SafeLiveRunner",
                "tests.scale.parallel_suite", *args]  # fmt: skip
     return Run(command, host, port, env)
 
 
-def test_parallel_splits_the_total_budget() -> None:
-    """--parallel 3 with a total of 6: at most 6 sessions on the test databases."""
+@pytest.mark.parametrize(
+    "spawn", [False, pytest.param(True, marks=pytest.mark.once)], ids=["fork", "spawn"]
+)
+def test_parallel_splits_the_total_budget(spawn: bool) -> None:
+    """--parallel 3 with a total of 6, its processes forked or spawned: at most
+    6 sessions on the test databases."""
     # The databases' names start with the run's: its clones (_1, _2, _3) count.
+    total = {"SAFELIVE_TOTAL_MAX_CONNECTIONS": "6"}
     with (
-        reaped(
-            [django_test("--parallel", "3", SAFELIVE_TOTAL_MAX_CONNECTIONS="6")]
-        ) as (run,),
+        reaped([django_test("--parallel", "3", spawn=spawn, **total)]) as (run,),
         Sampler(run.datname, prefix=True) as sampler,
     ):
         code, output = run.wait()
