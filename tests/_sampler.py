@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 try:
     import psycopg
@@ -50,6 +50,9 @@ def count_sessions(conn: Any, datname: str, prefix: bool = False) -> int:
     return int(row[0])
 
 
+_S = TypeVar("_S", bound="Sampler")
+
+
 class Sampler:
     """Poll pg_stat_activity every few milliseconds in a thread; keep the peak.
 
@@ -73,13 +76,15 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(
-                self.peak, count_sessions(self._conn, self.datname, self.prefix)
-            )
+            self.sample(self._conn)
             self.samples += 1
             time.sleep(0.005)
 
-    def __enter__(self) -> Sampler:
+    def sample(self, conn: Any) -> None:
+        """Take one sample on `conn` (a subclass may count something else)."""
+        self.peak = max(self.peak, count_sessions(conn, self.datname, self.prefix))
+
+    def __enter__(self: _S) -> _S:
         self._thread.start()
         return self
 

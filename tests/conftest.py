@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pluggy
 import pytest
 from hypothesis import settings
+
+from tests._cluster import Cluster
 
 # No example database on disk: runs stay independent and the tree stays clean.
 settings.register_profile("safelive-tests", database=None, deadline=None)
@@ -168,3 +170,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep("-", "django-safelive reliability figures")
         for line in _figures:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def small_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL with max_connections = 12, for one module."""
+    cluster = Cluster(max_connections=12)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

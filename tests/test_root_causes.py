@@ -17,7 +17,6 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,17 +152,6 @@ def test_hung_request_is_named_and_ended() -> None:
     assert "GET /hang/ on safelive-worker-" in safe.output
     assert "being accessed by other users" not in safe.output
     assert not database_exists(safe.datname)
-
-
-@pytest.fixture(scope="module")
-def small_cluster() -> Iterator[Cluster]:
-    """A throwaway PostgreSQL with max_connections = 12."""
-    cluster = Cluster(max_connections=12)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @stock_baseline

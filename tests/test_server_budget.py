@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from types import TracebackType
 from typing import Any
-
-import pytest
 
 from django_safelive._server_budget import KEY
 from tests._cluster import Cluster
-from tests._sampler import PGHOST, PGPORT, connect
+from tests._sampler import PGHOST, PGPORT, Sampler, connect
 from tests._waiting import wait_for
 from tests.test_scale import Run, django_test, reaped
 
@@ -41,64 +36,32 @@ _SESSIONS = f"""
 """
 
 
-class SlotSampler:
+class SlotSampler(Sampler):
     """Every few milliseconds, on a cluster of the test's own: the sessions
     the processes hold against the budget (all but the coordinators still
     waiting for slots), the peak of those, and who holds slots now."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.peak = 0
+        super().__init__("", host, port)
         self.waiting_peak = 0
-        self.samples = 0
         self.slots: dict[str, int] = {}
         """Slots held per coordinator application_name, at the last sample."""
         self.names: list[str] = []
-        self._conn = connect(host, port)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with self._conn.cursor() as cursor:
-                cursor.execute(_SESSIONS)
-                rows = cursor.fetchall()
-            waiting = [n for n, _, s in rows if n.startswith(COORDINATOR) and not s]
-            self.peak = max(self.peak, len(rows) - len(waiting))
-            self.waiting_peak = max(self.waiting_peak, len(waiting))
-            self.slots = {n: int(s) for n, _, s in rows if n.startswith(COORDINATOR)}
-            self.names = [str(name) for name, _, _ in rows]
-            self.samples += 1
-            time.sleep(0.005)
-
-    def __enter__(self) -> SlotSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._conn.close()
+    def sample(self, conn: Any) -> None:
+        with conn.cursor() as cursor:
+            cursor.execute(_SESSIONS)
+            rows = cursor.fetchall()
+        waiting = [n for n, _, s in rows if n.startswith(COORDINATOR) and not s]
+        self.peak = max(self.peak, len(rows) - len(waiting))
+        self.waiting_peak = max(self.waiting_peak, len(waiting))
+        self.slots = {n: int(s) for n, _, s in rows if n.startswith(COORDINATOR)}
+        self.names = [str(name) for name, _, _ in rows]
 
     def held_by(self, pid: int) -> int:
         """The slots the process `pid` holds, at the last sample."""
         prefix = f"{COORDINATOR}{pid}@"
         return sum(n for name, n in self.slots.items() if name.startswith(prefix))
-
-
-@pytest.fixture(scope="module")
-def small_cluster() -> Iterator[Cluster]:
-    """A throwaway PostgreSQL with max_connections = 12."""
-    cluster = Cluster(max_connections=12)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def shared_server_run(cluster: Cluster, **env: str) -> Run:
@@ -175,7 +138,7 @@ def test_parallel_processes_share_the_server_budget(small_cluster: Cluster) -> N
         SlotSampler(small_cluster.host, small_cluster.port) as sampler,
         reaped(
             [django_test("--parallel", "3", host=small_cluster.host,
-                         port=small_cluster.port, **env)]
+                         port=small_cluster.port, env=env)]
         ) as (run,),
     ):  # fmt: skip
         code, output = run.wait()
