@@ -181,7 +181,7 @@ def _require_python(session: nox.Session, version: str) -> None:
 
 # -- databases ------------------------------------------------------------------
 def _load_cluster_module() -> ModuleType:
-    """django_safelive/_cluster.py, which needs only the standard library,
+    """django_safelive/_tools/cluster.py, which needs only the standard library,
     loaded without the package (whose import needs Django)."""
     path = ROOT / "django_safelive" / "_cluster.py"
     spec = importlib.util.spec_from_file_location("_safelive_cluster", path)
@@ -495,6 +495,6 @@ def bench(session: nox.Session) -> None:
     _install(session, DJANGO, "psycopg")
     session.install("waitress", "cheroot")
     session.run(
-        "python", "-m", "benchmarks", *session.posargs,
+        "python", "-m", "tests.benchmarks", *session.posargs,
         env={"DJANGO_SETTINGS_MODULE": "tests.settings"},
     )  # fmt: skip

@@ -10,10 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from django_safelive._assertions import max_sessions
-    from django_safelive._budget import Holder, SessionWindow
-    from django_safelive._config import Config
-    from django_safelive._exceptions import (
+    from django_safelive._core.accounting import Holder, SessionWindow
+    from django_safelive._core.assertions import max_sessions
+    from django_safelive._core.config import Config
+    from django_safelive._core.exceptions import (
         RequestStuck,
         SafeLiveError,
         SelfCallInSingleMode,
@@ -21,14 +21,14 @@ if TYPE_CHECKING:
         SessionBudgetExceeded,
         SessionsLeftBehind,
     )
-    from django_safelive._rollback import (
+    from django_safelive._core.rollback import (
         RollbackLiveServerMixin,
         RollbackLiveServerTestCase,
         RollbackUnsupported,
         StaticRollbackLiveServerTestCase,
     )
-    from django_safelive._server import BoundedWSGIServer, SafeLiveServerThread
-    from django_safelive._testcases import (
+    from django_safelive._core.server import BoundedWSGIServer, SafeLiveServerThread
+    from django_safelive._core.testcases import (
         LiveServerTestCase,
         SafeLiveServerMixin,
         StaticLiveServerTestCase,
@@ -58,25 +58,25 @@ __all__ = [
 
 # public name -> the private module that defines it
 _MODULES = {
-    "BoundedWSGIServer": "_server",
-    "Config": "_config",
-    "Holder": "_budget",
-    "LiveServerTestCase": "_testcases",
-    "RequestStuck": "_exceptions",
-    "RollbackLiveServerMixin": "_rollback",
-    "RollbackLiveServerTestCase": "_rollback",
-    "RollbackUnsupported": "_rollback",
-    "SafeLiveError": "_exceptions",
-    "SafeLiveServerMixin": "_testcases",
-    "SafeLiveServerThread": "_server",
-    "SelfCallInSingleMode": "_exceptions",
-    "ServerBudgetExhausted": "_exceptions",
-    "SessionBudgetExceeded": "_exceptions",
-    "SessionWindow": "_budget",
-    "SessionsLeftBehind": "_exceptions",
-    "StaticLiveServerTestCase": "_testcases",
-    "StaticRollbackLiveServerTestCase": "_rollback",
-    "max_sessions": "_assertions",
+    "BoundedWSGIServer": "_core.server",
+    "Config": "_core.config",
+    "Holder": "_core.accounting",
+    "LiveServerTestCase": "_core.testcases",
+    "RequestStuck": "_core.exceptions",
+    "RollbackLiveServerMixin": "_core.rollback",
+    "RollbackLiveServerTestCase": "_core.rollback",
+    "RollbackUnsupported": "_core.rollback",
+    "SafeLiveError": "_core.exceptions",
+    "SafeLiveServerMixin": "_core.testcases",
+    "SafeLiveServerThread": "_core.server",
+    "SelfCallInSingleMode": "_core.exceptions",
+    "ServerBudgetExhausted": "_core.exceptions",
+    "SessionBudgetExceeded": "_core.exceptions",
+    "SessionWindow": "_core.accounting",
+    "SessionsLeftBehind": "_core.exceptions",
+    "StaticLiveServerTestCase": "_core.testcases",
+    "StaticRollbackLiveServerTestCase": "_core.rollback",
+    "max_sessions": "_core.assertions",
 }
 
 

@@ -19,15 +19,15 @@ PROG = "python -m django_safelive"
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "watch": (
-        "django_safelive._watch",
+        "django_safelive._tools.watch",
         "run a command and report the peak of PostgreSQL sessions while it ran",
     ),
     "demo": (
-        "django_safelive._demo",
+        "django_safelive._tools.demo",
         "run one Schemathesis suite on Django's live server and on ours, side by side",
     ),
     "doctor": (
-        "django_safelive._doctor",
+        "django_safelive._tools.doctor",
         "check the database and django-safelive settings your tests will use",
     ),
 }

@@ -8,10 +8,10 @@ from typing import Any, Protocol
 from django.db import connections
 from pytest_django.live_server_helper import LiveServer
 
-from django_safelive import _lifecycle, _server_budget
-from django_safelive._budget import guard
-from django_safelive._config import check_databases, resolve
-from django_safelive._server import SafeLiveServerThread
+from django_safelive._core import lifecycle, server_budget
+from django_safelive._core.accounting import guard
+from django_safelive._core.config import check_databases, resolve
+from django_safelive._core.server import SafeLiveServerThread
 
 
 class DbBlocker(Protocol):
@@ -28,7 +28,7 @@ class SafeLiveServer(LiveServer):
     db_blocker: DbBlocker | None = None
     """pytest-django's database blocker; the ``--safelive-live-server`` switch
     sets it on the subclass that replaces pytest-django's ``LiveServer``."""
-    _slots: _server_budget.Taken = []
+    _slots: server_budget.Taken = []
     """The SERVER_BUDGET slots this server's start took, given back at stop."""
 
     def __init__(
@@ -58,14 +58,14 @@ class SafeLiveServer(LiveServer):
         """Start enforcing the session budget, then start the server."""
         config = self.thread.config
         with self._db_access():
-            self._slots = _server_budget.reserve(
+            self._slots = server_budget.reserve(
                 list(connections), config.max_connections
             )
         self._activation.enter_context(
             guard.activate(config.max_connections, self.thread.tag, trace=config.trace)
         )
         try:
-            _lifecycle.fit_pools(list(connections), self.thread.config.max_connections)
+            lifecycle.fit_pools(list(connections), self.thread.config.max_connections)
             super().start()
         except BaseException:
             self._activation.close()
@@ -76,11 +76,11 @@ class SafeLiveServer(LiveServer):
         try:
             super().stop()
             with self._db_access():
-                _lifecycle.finish(self.thread, list(connections), self.thread.tag)
+                lifecycle.finish(self.thread, list(connections), self.thread.tag)
         finally:
             self._activation.close()
             with self._db_access():
-                _server_budget.give_back(list(connections), self._slots)
+                server_budget.give_back(list(connections), self._slots)
 
     def reset(self, aliases: list[str] | None = None) -> None:
         """Drain in-flight requests and close the server's database connections.
@@ -88,4 +88,4 @@ class SafeLiveServer(LiveServer):
         Runs after every test that uses the server; call it yourself between
         examples of a Hypothesis test inside a test function.
         """
-        _lifecycle.reset(self.thread, aliases or ["default"], self.thread.tag)
+        lifecycle.reset(self.thread, aliases or ["default"], self.thread.tag)

@@ -20,8 +20,8 @@ from hypothesis.extra.django import (
 )
 from hypothesis.extra.django import TestCase as HypothesisTestCase
 
-from django_safelive._rollback import RollbackLiveServerMixin
-from django_safelive._testcases import SafeLiveServerMixin
+from django_safelive._core.rollback import RollbackLiveServerMixin
+from django_safelive._core.testcases import SafeLiveServerMixin
 
 __all__ = [
     "LiveServerTestCase",

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from django_safelive import _summary
+from django_safelive._core import summary
 
 if TYPE_CHECKING:
+    from django_safelive._core.rollback import RollbackLiveServer
     from django_safelive._pytest_server import SafeLiveServer
-    from django_safelive._rollback import RollbackLiveServer
 
 _ORIGINAL_LIVE_SERVER = pytest.StashKey[Any]()
 # The user property that carries a test's session record in its teardown report.
@@ -53,12 +53,12 @@ class _SessionSummary:
     brings to the controller, and print the table at the end of the run."""
 
     def __init__(self) -> None:
-        self.summary = _summary.RunSummary()
+        self.summary = summary.RunSummary()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             if name == SESSIONS_PROPERTY and isinstance(value, dict):
-                self.summary.record(_summary.TestSessions.from_dict(value))
+                self.summary.record(summary.TestSessions.from_dict(value))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         lines = self.summary.lines()
@@ -72,7 +72,7 @@ class _SessionSummary:
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     # After the fixtures' teardown (whatever it raised), before the report is made.
     yield
-    entries, _summary.pending[:] = list(_summary.pending), []
+    entries, summary.pending[:] = list(summary.pending), []
     for entry in entries:
         data = {**entry.as_dict(), "test": item.nodeid}
         item.user_properties.append((SESSIONS_PROPERTY, data))
@@ -83,7 +83,7 @@ def pytest_fixture_setup(fixturedef: Any) -> Generator[None, None, None]:
     # With SERVER_BUDGET set, take this process's slots before pytest-django
     # creates the test databases, so that the creation is counted too.
     if fixturedef.argname == "django_db_setup" and "django.conf" in sys.modules:
-        from django_safelive._server_budget import reserve_for_run
+        from django_safelive._core.server_budget import reserve_for_run
 
         reserve_for_run()
     yield
@@ -148,7 +148,7 @@ def _total_budget_plan(config: pytest.Config) -> str | None:
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 
-    from django_safelive._config import resolve, total_budget
+    from django_safelive._core.config import resolve, total_budget
 
     try:
         total = total_budget() if settings.configured else None
@@ -178,8 +178,8 @@ def _check_server_budget(config: pytest.Config) -> None:
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 
-    from django_safelive._config import resolve
-    from django_safelive._server_budget import check_run
+    from django_safelive._core.config import resolve
+    from django_safelive._core.server_budget import check_run
 
     try:
         if settings.configured:
@@ -249,8 +249,8 @@ def rollback_live_server(
     wrote, requests see the test's data, and everything is rolled back after
     the test. A server of its own for each test, stopped before the rollback.
     """
-    from django_safelive._budget import guard
-    from django_safelive._rollback import RollbackLiveServer
+    from django_safelive._core.accounting import guard
+    from django_safelive._core.rollback import RollbackLiveServer
 
     addr = (
         request.config.getvalue("liveserver")
@@ -264,7 +264,7 @@ def rollback_live_server(
             yield server
             server.reset()
         finally:
-            _summary.record(guard.take_test_sessions())
+            summary.record(guard.take_test_sessions())
             guard.end_test()
     finally:
         server.stop()
@@ -297,14 +297,14 @@ def _safe_live_server_helper(request: pytest.FixtureRequest) -> Iterator[None]:
     server: SafeLiveServer = request.getfixturevalue(name)
     if name == "safe_live_server":
         server._live_server_modified_settings.enable()
-    from django_safelive._budget import guard
+    from django_safelive._core.accounting import guard
 
     guard.begin_test(request.node.nodeid)
     try:
         yield
         server.reset(_databases(request))
     finally:
-        _summary.record(guard.take_test_sessions())
+        summary.record(guard.take_test_sessions())
         guard.end_test()
         if name == "safe_live_server":
             server._live_server_modified_settings.disable()

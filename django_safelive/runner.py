@@ -20,8 +20,8 @@ from typing import Any
 from django.db import connections
 from django.test.runner import DiscoverRunner
 
-from django_safelive import _server_budget, _summary
-from django_safelive._config import DJANGO_PARALLEL_VARIABLE, resolve, total_budget
+from django_safelive._core import server_budget, summary
+from django_safelive._core.config import DJANGO_PARALLEL_VARIABLE, resolve, total_budget
 
 __all__ = ["SafeLiveRunner"]
 
@@ -45,7 +45,7 @@ class SafeLiveRunner(DiscoverRunner):
         return suite
 
     def setup_databases(self, **kwargs: Any) -> Any:
-        _server_budget.reserve_for_run()
+        server_budget.reserve_for_run()
         return super().setup_databases(**kwargs)
 
     def run_suite(self, suite: unittest.TestSuite, **kwargs: Any) -> Any:
@@ -53,18 +53,18 @@ class SafeLiveRunner(DiscoverRunner):
         if self.safelive_processes > 1:
             # The processes take their own slots; this one only waits for them.
             connections.close_all()
-            _server_budget.release_all()
+            server_budget.release_all()
             records = tempfile.mkdtemp(prefix="safelive-summary-")
-            os.environ[_summary.RECORDS_VARIABLE] = records
+            os.environ[summary.RECORDS_VARIABLE] = records
         try:
             result = super().run_suite(suite, **kwargs)
         finally:
             os.environ.pop(DJANGO_PARALLEL_VARIABLE, None)
             if records is not None:
-                os.environ.pop(_summary.RECORDS_VARIABLE, None)
-                _summary.read_records(records)
+                os.environ.pop(summary.RECORDS_VARIABLE, None)
+                summary.read_records(records)
                 shutil.rmtree(records, ignore_errors=True)
-        lines = _summary.run.lines()
+        lines = summary.run.lines()
         if lines:
             print("\ndjango-safelive sessions", *lines, sep="\n", file=sys.stderr)
         return result

@@ -12,8 +12,8 @@ import os
 
 from django.db import connection
 
-from django_safelive._budget import SERVER_WORKER, guard
-from django_safelive._config import pool_max_size
+from django_safelive._core.accounting import SERVER_WORKER, guard
+from django_safelive._core.config import pool_max_size
 from tests._waiting import wait_for
 
 BACKEND = os.environ.get("SAFELIVE_TEST_DB", "postgres")

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from django_safelive._cluster import Cluster, ClusterError
+from django_safelive._tools.cluster import Cluster, ClusterError
 
 __all__ = ["Cluster", "ClusterError"]

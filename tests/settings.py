@@ -25,7 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "tests.testapp",
     # The demo's shop, so that mypy's Django plugin knows its model.
-    "django_safelive._demo.apps.DemoConfig",
+    "django_safelive._tools.demo.apps.DemoConfig",
 ]
 # CommonMiddleware sets Content-Length, which lets Django's own server keep
 # sockets alive, as in real projects.

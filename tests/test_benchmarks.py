@@ -1,4 +1,4 @@
-"""``python -m benchmarks --quick``: every variant measured, the bounds kept,
+"""``python -m tests.benchmarks --quick``: every variant measured, the bounds kept,
 the targets reported."""
 
 from __future__ import annotations
@@ -68,13 +68,13 @@ MACHINE = {"platform", "cpu_count", "python", "django", "driver", "postgresql"}
 def run_benchmark(
     tmp_path_factory: pytest.TempPathFactory, label: str, *args: str
 ) -> tuple[str, dict[str, Any]]:
-    """Run ``python -m benchmarks *args --json FILE`` on a database of its own
+    """Run ``python -m tests.benchmarks *args --json FILE`` on a database of its own
     (no other process can create or drop it); its output and its JSON."""
     path = tmp_path_factory.mktemp("bench") / f"{label}.json"
     base = os.environ.get("SAFELIVE_TEST_DB_NAME", "test_safelive")
     name = f"{base}_{label}_{uuid.uuid4().hex[:8]}"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args, "--json", str(path)],
+        [sys.executable, "-m", "tests.benchmarks", *args, "--json", str(path)],
         cwd=ROOT,
         env={
             **os.environ,

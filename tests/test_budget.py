@@ -7,7 +7,7 @@ import threading
 from django.db import connection, connections
 
 from django_safelive import LiveServerTestCase, SessionBudgetExceeded
-from django_safelive._budget import guard
+from django_safelive._core.accounting import guard
 from tests import _pg
 from tests._clients import get
 

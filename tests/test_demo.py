@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from django_safelive import _cluster
 from django_safelive.__main__ import main
+from django_safelive._tools import cluster
 from tests._sampler import PGHOST, PGPORT, connect
 from tests.test_root_causes import BUDGET
 
@@ -96,7 +96,7 @@ def test_no_postgresql_falls_back_to_sqlite(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Without server binaries the demo says so and runs on SQLite."""
-    monkeypatch.setattr(_cluster, "find_bindir", lambda: None)
+    monkeypatch.setattr(cluster, "find_bindir", lambda: None)
     monkeypatch.chdir(tmp_path)
     status = main(["demo", "--examples", "5"])
     output = capsys.readouterr().out

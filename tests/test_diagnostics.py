@@ -31,13 +31,13 @@ from django_safelive import (
     SessionBudgetExceeded,
     max_sessions,
 )
-from django_safelive._budget import (
+from django_safelive._core.accounting import (
     SERVER_WORKER,
     TEST_THREAD,
     guard,
     short_test_id,
 )
-from django_safelive._config import resolve
+from django_safelive._core.config import resolve
 from django_safelive._pytest_server import SafeLiveServer
 from django_safelive.plugin import SESSIONS_PROPERTY, _SessionSummary
 from tests._clients import get

@@ -27,7 +27,7 @@ from django_safelive import (
 )
 from django_safelive import hypothesis as safelive_hypothesis
 from django_safelive import schemathesis as safelive_schemathesis
-from django_safelive._rollback import (
+from django_safelive._core.rollback import (
     RollbackLiveServer,
     RollbackServerThread,
     resolve_rollback,

@@ -154,7 +154,7 @@ def test_a_bad_server_budget_is_refused(
     monkeypatch: pytest.MonkeyPatch, value: str, message: str
 ) -> None:
     """A server budget that is not a whole number of at least 2 is refused."""
-    from django_safelive._server_budget import reserve
+    from django_safelive._core.server_budget import reserve
 
     monkeypatch.setenv("SAFELIVE_SERVER_BUDGET", value)
     with pytest.raises(ImproperlyConfigured, match=message):
@@ -163,7 +163,7 @@ def test_a_bad_server_budget_is_refused(
 
 def test_a_bad_server_budget_timeout_is_refused() -> None:
     """SERVER_BUDGET_TIMEOUT must be a positive number of seconds."""
-    from django_safelive._config import server_budget_timeout
+    from django_safelive._core.config import server_budget_timeout
 
     message = r"SAFELIVE\['SERVER_BUDGET_TIMEOUT'\] must be a number of seconds"
     with (
@@ -175,7 +175,7 @@ def test_a_bad_server_budget_timeout_is_refused() -> None:
 
 def test_a_server_budget_smaller_than_one_process_is_refused() -> None:
     """A budget below one process's sessions plus its coordinator says what to set."""
-    from django_safelive._server_budget import reserve
+    from django_safelive._core.server_budget import reserve
 
     with (
         override_settings(SAFELIVE={"SERVER_BUDGET": 3}),

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from django_safelive._server_budget import KEY
+from django_safelive._core.server_budget import KEY
 from tests._cluster import Cluster
 from tests._sampler import PGHOST, PGPORT, Sampler, connect
 from tests._waiting import wait_for
@@ -196,12 +196,12 @@ def test_xdist_workers_needing_more_than_the_budget_are_refused(
 _FORK = """
 import os, django
 django.setup()
-from django_safelive import _server_budget
-_server_budget.reserve(["default"], 3)
-(coordinator,) = _server_budget._coordinators.values()
+from django_safelive._core import server_budget
+server_budget.reserve(["default"], 3)
+(coordinator,) = server_budget._coordinators.values()
 pid = os.fork()
 if pid == 0:
-    os._exit(0 if not _server_budget._coordinators else 1)
+    os._exit(0 if not server_budget._coordinators else 1)
 _, status = os.waitpid(pid, 0)
 coordinator.query("SELECT 1")  # fails if the child ended the session
 print("child", os.waitstatus_to_exitcode(status), "slots", coordinator.slots)
@@ -280,7 +280,7 @@ def test_a_server_budget_above_max_connections_is_refused(
 def test_a_server_budget_on_sqlite_is_refused() -> None:
     """SQLite has no server to share: the setting is refused, not ignored."""
     script = ("import django; django.setup(); "
-              "from django_safelive._server_budget import reserve_for_run; "
+              "from django_safelive._core.server_budget import reserve_for_run; "
               "reserve_for_run()")  # fmt: skip
     env = {"DJANGO_SETTINGS_MODULE": "tests.settings", "SAFELIVE_TEST_DB": "sqlite",
            "SAFELIVE_SERVER_BUDGET": "8"}  # fmt: skip

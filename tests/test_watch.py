@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from django_safelive._watch import (
+from django_safelive._tools.watch import (
     APPLICATION_NAME,
     Row,
     Sample,

@@ -3,7 +3,7 @@ PostgreSQL server under one SERVER_BUDGET (tests/test_scale.py).
 
 With SCALE_HOLD set, its test keeps making requests for a minute, so that the
 parent can kill the process mid-run; SCALE_ROUNDS sets how many rounds of
-requests it makes otherwise (benchmarks/shared_budget.py).
+requests it makes otherwise (tests/benchmarks/shared_budget.py).
 """
 
 from __future__ import annotations

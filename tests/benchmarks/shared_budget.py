@@ -5,7 +5,7 @@ Each process is a pytest run of tests/scale/shared_server.py (a live server
 of its own with 2 workers, a budget of 3 sessions, rounds of 4 concurrent
 requests), on a throwaway PostgreSQL with max_connections = 12::
 
-    python -m benchmarks.shared_budget [--processes 4] [--rounds 10] [--repeat 3]
+    python -m tests.benchmarks.shared_budget [--processes 4] [--rounds 10] [--repeat 3]
 
 "shared" starts every process at once with SERVER_BUDGET = 8 (each takes 4
 slots: two run at a time, the others wait for slots); "one after the other"
@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from django_safelive._cluster import Cluster
+from django_safelive._tools.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_BUDGET = 8
@@ -106,7 +106,7 @@ def timed(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.shared_budget")
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.shared_budget")
     parser.add_argument("--processes", type=int, default=4, help="default 4")
     parser.add_argument(
         "--rounds", type=int, default=10, help="rounds of requests each (default 10)"

@@ -102,7 +102,7 @@ def diagnose(xdist: int | None) -> tuple[list[str], Findings]:
     from django.core.exceptions import ImproperlyConfigured
     from django.db import connections
 
-    from django_safelive._config import (
+    from django_safelive._core.config import (
         pool_sizes,
         resolve,
         total_budget,

@@ -20,7 +20,8 @@ from typing import Any
 import django
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
-from benchmarks._run import (
+from tests._sampler import connect
+from tests.benchmarks._run import (
     BASELINE,
     ENDPOINTS,
     OPERATIONS,
@@ -29,7 +30,6 @@ from benchmarks._run import (
     Sizes,
     Variant,
 )
-from tests._sampler import connect
 
 
 def _cpu_model() -> str:

@@ -11,12 +11,12 @@ from django.contrib.staticfiles.testing import (
 from django.test import LiveServerTestCase as DjangoLiveServerTestCase
 from django.test.testcases import LiveServerThread
 
-from django_safelive import _lifecycle, _server_budget, _summary
-from django_safelive._assertions import max_sessions
-from django_safelive._budget import SessionWindow, guard, new_tag
-from django_safelive._compat import enter_class_context
-from django_safelive._config import Config, check_databases, resolve
-from django_safelive._server import SafeLiveServerThread
+from django_safelive._core import lifecycle, server_budget, summary
+from django_safelive._core.accounting import SessionWindow, guard, new_tag
+from django_safelive._core.assertions import max_sessions
+from django_safelive._core.compat import enter_class_context
+from django_safelive._core.config import Config, check_databases, resolve
+from django_safelive._core.server import SafeLiveServerThread
 
 if TYPE_CHECKING:
     _Base = DjangoLiveServerTestCase
@@ -37,7 +37,7 @@ class SafeLiveServerMixin(_Base):
 
     safelive_config: ClassVar[Config]
     safelive_tag: ClassVar[str]
-    _safelive_slots: ClassVar[_server_budget.Taken] = []
+    _safelive_slots: ClassVar[server_budget.Taken] = []
     session_peak: dict[str, int]
     """After each test: the most sessions open at once, per alias."""
 
@@ -59,7 +59,7 @@ class SafeLiveServerMixin(_Base):
     @classmethod
     def _create_server_thread(cls, connections_override: Any) -> Any:
         config = cls._config()
-        cls._safelive_slots = _server_budget.reserve(
+        cls._safelive_slots = server_budget.reserve(
             cls._safelive_aliases(), config.max_connections
         )
         if issubclass(cls.server_thread_class, SafeLiveServerThread):
@@ -81,7 +81,7 @@ class SafeLiveServerMixin(_Base):
                 config.max_connections, cls.safelive_tag, trace=config.trace
             ),
         )
-        _lifecycle.fit_pools(cls._safelive_aliases(), config.max_connections)
+        lifecycle.fit_pools(cls._safelive_aliases(), config.max_connections)
         return thread
 
     @classmethod
@@ -93,9 +93,9 @@ class SafeLiveServerMixin(_Base):
         thread = cls.server_thread
         super()._terminate_thread()  # type: ignore[misc]
         try:
-            _lifecycle.finish(thread, cls._safelive_aliases(), cls.safelive_tag)
+            lifecycle.finish(thread, cls._safelive_aliases(), cls.safelive_tag)
         finally:
-            _server_budget.give_back(cls._safelive_aliases(), cls._safelive_slots)
+            server_budget.give_back(cls._safelive_aliases(), cls._safelive_slots)
 
     def reset_live_server(self) -> None:
         """Drain in-flight requests and close the server's database connections.
@@ -107,7 +107,7 @@ class SafeLiveServerMixin(_Base):
         thread = getattr(self, "server_thread", None)
         if thread is None:  # never started: setUpClass failed or was not run
             return
-        _lifecycle.reset(thread, self._safelive_aliases(), self.safelive_tag)
+        lifecycle.reset(thread, self._safelive_aliases(), self.safelive_tag)
 
     def assertMaxSessions(
         self, n: int, alias: str = "default"
@@ -141,7 +141,7 @@ class SafeLiveServerMixin(_Base):
         for alias, peak in entry.peaks.items():
             peaks[alias] = max(peaks.get(alias, 0), peak)
         self.session_peak = peaks
-        _summary.record(entry)
+        summary.record(entry)
 
 
 class LiveServerTestCase(SafeLiveServerMixin, DjangoLiveServerTestCase):

@@ -1,4 +1,4 @@
-"""``python -m benchmarks._sessions DATNAME``: sample a database's client
+"""``python -m tests.benchmarks._sessions DATNAME``: sample a database's client
 sessions from a process of its own.
 
 A sampler thread inside the benchmark's process waits for the GIL behind the

@@ -1,7 +1,7 @@
 """Run the demo suite in this process and print what it did as one JSON line.
 
-``python -m django_safelive._demo.run``, with DJANGO_SETTINGS_MODULE set to
-``django_safelive._demo.settings`` (the demo command starts it so).
+``python -m django_safelive._tools.demo.run``, with DJANGO_SETTINGS_MODULE set to
+``django_safelive._tools.demo.settings`` (the demo command starts it so).
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ def main() -> int:
     django.setup()
     from django.test.runner import DiscoverRunner
 
-    from django_safelive._budget import guard, new_tag
-    from django_safelive._demo.suite import Stats
+    from django_safelive._core.accounting import guard, new_tag
+    from django_safelive._tools.demo.suite import Stats
 
     # Counts sessions in-process for both servers (a budget nothing reaches):
     # the only count there is on SQLite.
     with guard.activate(1 << 30, new_tag()):
         started = time.monotonic()
         failures = DiscoverRunner(verbosity=1, interactive=False).run_tests(
-            ["django_safelive._demo.suite"]
+            ["django_safelive._tools.demo.suite"]
         )
         wall = time.monotonic() - started
         peak = guard.peaks.get("default", 0)

@@ -1,4 +1,4 @@
-"""``python -m benchmarks --rollback``: one Schemathesis suite on four base
+"""``python -m tests.benchmarks --rollback``: one Schemathesis suite on four base
 classes, side by side, with 36 extra tables for the flush to truncate.
 
 The suite is written twice: with ``@given`` on the test method (Hypothesis
@@ -35,10 +35,10 @@ from django.test.utils import override_settings, setup_databases, teardown_datab
 from hypothesis import HealthCheck, given, settings
 from hypothesis.extra import django as hypothesis_django
 
-from benchmarks import _report
-from benchmarks._run import wait_empty
-from benchmarks.flushapp.models import TABLES
 from django_safelive import hypothesis as safelive_hypothesis
+from tests.benchmarks import _report
+from tests.benchmarks._run import wait_empty
+from tests.benchmarks.flushapp.models import TABLES
 from tests.testapp.views import OPENAPI, TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,9 +163,9 @@ def suite(variant: Variant, shape: str, examples: int, counts: Counts) -> type:
 @contextmanager
 def sampled(datname: str) -> Iterator[dict[str, Any]]:
     """Sample `datname`'s client sessions from a process of its own (see
-    ``benchmarks._sessions``); its figures, once the block has ended."""
+    ``tests.benchmarks._sessions``); its figures, once the block has ended."""
     sampler = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks._sessions", datname],
+        [sys.executable, "-m", "tests.benchmarks._sessions", datname],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -327,7 +327,7 @@ def test_database() -> Iterator[str]:
 
 def arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks --rollback",
+        prog="python -m tests.benchmarks --rollback",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

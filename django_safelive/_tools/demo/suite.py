@@ -16,7 +16,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from django_safelive._demo.views import OPENAPI, TOKEN
+from django_safelive._tools.demo.views import OPENAPI, TOKEN
 
 if os.environ.get("SAFELIVE_DEMO_IMPL") == "stock":
     from hypothesis.extra.django import LiveServerTestCase

@@ -11,8 +11,8 @@ from typing import Any
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connections
 
-from benchmarks._run import BY_NAME, http_load, serving, wait_empty
 from tests._sampler import Sampler, connect
+from tests.benchmarks._run import BY_NAME, http_load, serving, wait_empty
 
 
 @contextmanager

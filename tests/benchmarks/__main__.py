@@ -3,7 +3,7 @@ pool), django-safelive's, and Schemathesis's in-process WSGI, side by side on
 the same endpoints and data.
 
 Run with ``nox -s bench``, or in a test environment:
-``DJANGO_SETTINGS_MODULE=tests.settings python -m benchmarks [--quick]``.
+``DJANGO_SETTINGS_MODULE=tests.settings python -m tests.benchmarks [--quick]``.
 Prints the latency of one client on a fresh connection per request and on a
 keep-alive one (and where the server spends it), requests/s (fresh connections
 from 32 clients; keep-alive reads and writes from 1/8/32), peak sessions, the
@@ -21,11 +21,11 @@ import sys
 import time
 from typing import Any
 
-# --rollback: the suite of benchmarks/_rollback.py, on settings that add the
+# --rollback: the suite of tests/benchmarks/_rollback.py, on settings that add the
 # flush app's tables (nox sets tests.settings).
 ROLLBACK = "--rollback" in sys.argv[1:]
 if ROLLBACK:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.benchmarks.settings"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 # A database of its own unless the caller picked one, so that a benchmark never
 # drops the test suite's.
@@ -42,8 +42,8 @@ from django.test.utils import (  # noqa: E402
     teardown_databases,
 )
 
-from benchmarks import _report  # noqa: E402
-from benchmarks._run import (  # noqa: E402
+from tests.benchmarks import _report  # noqa: E402
+from tests.benchmarks._run import (  # noqa: E402
     BY_NAME,
     DEFAULT_VARIANTS,
     Sizes,
@@ -52,7 +52,7 @@ from benchmarks._run import (  # noqa: E402
     seed,
     warm_up,
 )
-from benchmarks._servers import compare_servers  # noqa: E402
+from tests.benchmarks._servers import compare_servers  # noqa: E402
 
 # (normal, --quick)
 DEFAULTS = {
@@ -67,7 +67,7 @@ DEFAULTS = {
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
+        prog="python -m tests.benchmarks",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -120,7 +120,7 @@ def arguments() -> argparse.Namespace:
         "--rollback",
         action="store_true",
         help="run the rollback server's Schemathesis suite instead "
-        "(python -m benchmarks --rollback --help)",
+        "(python -m tests.benchmarks --rollback --help)",
     )
     parser.add_argument(
         "--servers",
@@ -224,7 +224,7 @@ def main() -> None:
 
 
 if ROLLBACK:
-    from benchmarks._rollback import main as rollback
+    from tests.benchmarks._rollback import main as rollback
 
     rollback([arg for arg in sys.argv[1:] if arg != "--rollback"])
 else:

@@ -4,6 +4,6 @@ from django.apps import AppConfig
 
 
 class DemoConfig(AppConfig):
-    name = "django_safelive._demo"
+    name = "django_safelive._tools.demo"
     label = "safelive_demo"
     default_auto_field = "django.db.models.BigAutoField"

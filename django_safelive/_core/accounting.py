@@ -29,9 +29,9 @@ import django
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_safelive._exceptions import SessionBudgetExceeded
-from django_safelive._sessions import postgresql_backend, wait_exit, watch_exit
-from django_safelive._summary import TestSessions
+from django_safelive._core.exceptions import SessionBudgetExceeded
+from django_safelive._core.sessions import postgresql_backend, wait_exit, watch_exit
+from django_safelive._core.summary import TestSessions
 
 TEST_THREAD = "test thread"
 SERVER_WORKER = "server worker"

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 from django.db import connections
 
-from django_safelive._budget import SessionWindow, guard
-from django_safelive._exceptions import SafeLiveError
+from django_safelive._core.accounting import SessionWindow, guard
+from django_safelive._core.exceptions import SafeLiveError
 
 
 @contextmanager

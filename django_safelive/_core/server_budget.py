@@ -29,8 +29,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.base.base import NO_DB_ALIAS
 
-from django_safelive._config import server_budget, server_budget_timeout
-from django_safelive._exceptions import ServerBudgetExhausted
+from django_safelive._core.config import server_budget, server_budget_timeout
+from django_safelive._core.exceptions import ServerBudgetExhausted
 
 # The first half of the two-int advisory lock key: "SAFE" in ASCII, as an int4.
 KEY = 0x53414645
@@ -127,7 +127,7 @@ def reserve_for_run(processes: int | None = None) -> None:
     dropping the databases are counted too."""
     if server_budget() is None:
         return
-    from django_safelive._config import resolve, xdist_workers
+    from django_safelive._core.config import resolve, xdist_workers
 
     per_alias = resolve(processes=processes).max_connections
     check_run(per_alias, xdist_workers())

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from django_safelive._budget import Holder
+    from django_safelive._core.accounting import Holder
 
 
 class SafeLiveError(Exception):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from django_safelive._demo import views
+from django_safelive._tools.demo import views
 
 urlpatterns = [
     path("items/", views.items),

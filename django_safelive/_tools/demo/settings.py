@@ -14,8 +14,8 @@ SECRET_KEY = "django-safelive-demo"
 DEBUG = False
 ALLOWED_HOSTS: list[str] = []
 USE_TZ = True
-ROOT_URLCONF = "django_safelive._demo.urls"
-INSTALLED_APPS = ["django_safelive._demo.apps.DemoConfig"]
+ROOT_URLCONF = "django_safelive._tools.demo.urls"
+INSTALLED_APPS = ["django_safelive._tools.demo.apps.DemoConfig"]
 MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The live server test cases serve static files too.

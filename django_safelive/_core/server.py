@@ -22,15 +22,15 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler
 
-from django_safelive._budget import (
+from django_safelive._core.accounting import (
     SERVER_WORKER,
     current_request,
     new_tag,
     set_current_request,
     set_thread_role,
 )
-from django_safelive._config import Config, resolve
-from django_safelive._exceptions import (
+from django_safelive._core.config import Config, resolve
+from django_safelive._core.exceptions import (
     RequestStuck,
     SelfCallInSingleMode,
 )

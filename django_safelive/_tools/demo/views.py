@@ -9,7 +9,7 @@ from django import forms
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from django_safelive._demo.models import Item
+from django_safelive._tools.demo.models import Item
 
 TOKEN = "demo-token"
 

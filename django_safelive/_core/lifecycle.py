@@ -10,11 +10,15 @@ from collections.abc import Iterable
 from django.db import connections
 from django.test.testcases import LiveServerThread
 
-from django_safelive import _sessions
-from django_safelive._budget import TEST_THREAD, guard
-from django_safelive._config import pool_max_size
-from django_safelive._exceptions import RequestStuck, SafeLiveError, SessionsLeftBehind
-from django_safelive._server import SafeLiveServerThread
+from django_safelive._core import sessions
+from django_safelive._core.accounting import TEST_THREAD, guard
+from django_safelive._core.config import pool_max_size
+from django_safelive._core.exceptions import (
+    RequestStuck,
+    SafeLiveError,
+    SessionsLeftBehind,
+)
+from django_safelive._core.server import SafeLiveServerThread
 
 # How long a closed session may linger in pg_stat_activity while its backend exits.
 EXIT_GRACE = 5.0
@@ -28,18 +32,18 @@ def end_server_sessions(
     for alias in aliases:
         if connections[alias].vendor != "postgresql":
             continue
-        left = _sessions.server_sessions(alias, tag)
+        left = sessions.server_sessions(alias, tag)
         holders = guard.holders(alias)
         # A session our accounting sees open (a thread a view started holds it)
         # will not go by itself: only wait for the others, closed and exiting.
-        held = {_sessions.postgresql_backend(pid) for pid, _ in left} & {
+        held = {sessions.postgresql_backend(pid) for pid, _ in left} & {
             holder.backend for holder in holders if holder.role != TEST_THREAD
         }
         if len(left) > len(held) and not terminate_now:
-            left = _sessions.wait_gone(alias, tag, EXIT_GRACE, keep=held)
+            left = sessions.wait_gone(alias, tag, EXIT_GRACE, keep=held)
         if left:
-            _sessions.terminate(alias, [pid for pid, _ in left])
-            _sessions.wait_gone(alias, tag, EXIT_GRACE)
+            sessions.terminate(alias, [pid for pid, _ in left])
+            sessions.wait_gone(alias, tag, EXIT_GRACE)
             errors.append(
                 SessionsLeftBehind(
                     alias=alias,
@@ -55,7 +59,7 @@ def reset(thread: LiveServerThread, aliases: Iterable[str], tag: str) -> None:
     """Drain the server, close its workers' sessions and confirm they are gone.
 
     Closing a session waits until PostgreSQL has let it go (see
-    ``_sessions.wait_exit``), so when the accounting shows every server
+    ``sessions.wait_exit``), so when the accounting shows every server
     session closed and confirmed gone, nothing is asked of PostgreSQL; else
     one query per alias finds what is left (a thread a view started, say).
     """

@@ -27,21 +27,22 @@ from django.test import TestCase as DjangoTestCase
 from django.test.testcases import _StaticFilesHandler
 from django.test.utils import modify_settings
 
-from django_safelive import _config, _lifecycle
-from django_safelive._budget import guard
-from django_safelive._config import Config
-from django_safelive._exceptions import (
+from django_safelive._core import config as _config
+from django_safelive._core import lifecycle
+from django_safelive._core.accounting import guard
+from django_safelive._core.config import Config
+from django_safelive._core.exceptions import (
     RequestStuck,
     SafeLiveError,
     SelfCallInSingleMode,
     SessionBudgetExceeded,
 )
-from django_safelive._server import (
+from django_safelive._core.server import (
     BoundedWSGIServer,
     SafeLiveServerThread,
     SafeRequestHandler,
 )
-from django_safelive._testcases import SafeLiveServerMixin
+from django_safelive._core.testcases import SafeLiveServerMixin
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -692,7 +693,7 @@ class RollbackLiveServer:
         """Wait for the request in flight, if any; raise what a request needed
         and could not have (see ``RollbackUnsupported``)."""
         try:
-            _lifecycle.reset(self.thread, self.aliases, self.thread.tag)
+            lifecycle.reset(self.thread, self.aliases, self.thread.tag)
         except (SessionBudgetExceeded, SelfCallInSingleMode) as error:
             raise _explained(error) from error
 
@@ -704,11 +705,11 @@ class RollbackLiveServer:
             left: list[SafeLiveError] = []
             if stuck is not None or guard.may_have_left_sessions(self.thread.tag):
                 left.extend(
-                    _lifecycle.end_server_sessions(
+                    lifecycle.end_server_sessions(
                         self.aliases, self.thread.tag, terminate_now=stuck is not None
                     )
                 )
-            errors = [stuck, *left, *_lifecycle.take_violations()]
-            _lifecycle.raise_first(*(_explained(e) for e in errors if e is not None))
+            errors = [stuck, *left, *lifecycle.take_violations()]
+            lifecycle.raise_first(*(_explained(e) for e in errors if e is not None))
         finally:
             self._stack.close()

@@ -1,6 +1,6 @@
 """``python -m django_safelive demo``: the problem and the fix, side by side.
 
-The same Schemathesis property test (django_safelive/_demo/suite.py) runs twice
+The same Schemathesis property test (django_safelive/_tools/demo/suite.py) runs twice
 against a small bundled JSON API: on Hypothesis's ``LiveServerTestCase`` (Django's
 threaded live server) and on django-safelive's. Each run is a subprocess with
 its own test database, while a sampler counts that database's sessions in
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from django_safelive._cluster import Cluster, ClusterError
-from django_safelive._watch import (
+from django_safelive._tools.cluster import Cluster, ClusterError
+from django_safelive._tools.watch import (
     Sample,
     Sampler,
     Timeline,
@@ -159,13 +159,13 @@ def _run_suite(
     test_db = f"test_safelive_demo_{impl}_{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "django_safelive._demo.settings",
+        "DJANGO_SETTINGS_MODULE": "django_safelive._tools.demo.settings",
         "SAFELIVE_DEMO_DATABASE": url,
         "SAFELIVE_DEMO_TEST_DB": test_db,
         "SAFELIVE_DEMO_IMPL": impl,
         "SAFELIVE_DEMO_EXAMPLES": str(examples),
     }
-    command = [sys.executable, "-m", "django_safelive._demo.run"]
+    command = [sys.executable, "-m", "django_safelive._tools.demo.run"]
     postgres = not url.startswith("sqlite:")
     timeline = None
     if postgres:

@@ -20,10 +20,13 @@ from django.test import Client
 from django.test.testcases import LiveServerThread, _StaticFilesHandler
 from hypothesis import HealthCheck, given, settings
 
-from benchmarks._probe import Probe
-from django_safelive import Config, SafeLiveServerThread, _budget, _lifecycle, _sessions
-from django_safelive._budget import SERVER_WORKER, guard
+from django_safelive import Config, SafeLiveServerThread
+from django_safelive._core import accounting as _budget
+from django_safelive._core import lifecycle as _lifecycle
+from django_safelive._core import sessions as _sessions
+from django_safelive._core.accounting import SERVER_WORKER, guard
 from tests._sampler import Sampler, connect, count_sessions
+from tests.benchmarks._probe import Probe
 from tests.testapp.models import Item
 from tests.testapp.views import OPENAPI, TOKEN
 

@@ -1,1 +1,0 @@
-"""Benchmarks for django-safelive: `python -m benchmarks` or `nox -s bench`."""

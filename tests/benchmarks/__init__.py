@@ -1,0 +1,1 @@
+"""Benchmarks for django-safelive: `python -m tests.benchmarks` or `nox -s bench`."""
