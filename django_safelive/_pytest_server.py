@@ -10,7 +10,8 @@ from pytest_django.live_server_helper import LiveServer
 
 from django_safelive._core import lifecycle, server_budget
 from django_safelive._core.accounting import guard
-from django_safelive._core.config import check_databases, resolve
+from django_safelive._core.checks import check_databases
+from django_safelive._core.config import resolve
 from django_safelive._core.server import SafeLiveServerThread
 
 

@@ -11,7 +11,8 @@ from django.db import connection
 from django.test import SimpleTestCase, override_settings
 
 from django_safelive import Config, LiveServerTestCase
-from django_safelive._core.config import check_databases, resolve
+from django_safelive._core.checks import check_databases
+from django_safelive._core.config import resolve
 from tests.test_faults import record
 
 

@@ -173,7 +173,7 @@ def xdist_workers() -> int:
     return int(count) if count.isdigit() and int(count) > 0 else 1
 
 
-def test_processes() -> int:
+def process_count() -> int:
     """How many test processes of this run share the database: pytest-xdist's
     workers, or the processes of ``manage.py test --parallel`` under
     SafeLiveRunner (1 for neither).
@@ -203,7 +203,7 @@ def _django_parallel() -> int:
     return int(count) if count.isdigit() else 0
 
 
-def _split_across(processes: int, plural: str = "(s)") -> tuple[str, str]:
+def split_across(processes: int, plural: str = "(s)") -> tuple[str, str]:
     """How a message names `processes` processes, and how to have fewer."""
     if _django_parallel() and "PYTEST_XDIST_WORKER_COUNT" not in os.environ:
         noun = "processes" if plural == "s" else "process(es)"
@@ -250,7 +250,7 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
     pytest-xdist workers); the per-process budget is the smaller of that share
     and MAX_CONNECTIONS, when both are set.
     """
-    processes = processes or test_processes()
+    processes = processes or process_count()
     found = _lookup("MAX_CONNECTIONS", owner)
     total = total_budget()
     if total is None:
@@ -290,7 +290,7 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
     # The test thread holds one session per alias besides the server's workers.
     needed = workers + 1
     if total is not None and total // processes < needed:
-        across, fewer = _split_across(processes)
+        across, fewer = split_across(processes)
         raise ImproperlyConfigured(
             f"The django-safelive total budget of {total} database session(s) per "
             f"alias, split across {across}, gives each "
@@ -335,73 +335,3 @@ def pool_max_size(alias: str) -> int | None:
 
     sizes = pool_sizes(connections.settings[alias])
     return None if sizes is None else sizes[1]
-
-
-# The slots an ordinary role may use: PostgreSQL keeps superuser_reserved_connections
-# (and, from 16, reserved_connections) for privileged roles.
-_SERVER_SLOTS = """
-    SELECT current_setting('max_connections')::int,
-           current_setting('superuser_reserved_connections')::int,
-           coalesce(current_setting('reserved_connections', true)::int, 0)
-"""
-
-
-def check_databases(config: Config, aliases: list[str]) -> None:
-    """Refuse database settings that cannot work within `config`, at start-up.
-
-    A psycopg pool smaller than the workers plus the test thread would make
-    workers wait on the pool instead of the budget refusing them. (One larger
-    than the budget is shrunk while the server runs: see ``fit_pools``.) A
-    budget PostgreSQL cannot give would fail mid-run with "too many clients
-    already" instead of the budget's own error.
-    """
-    needed = config.workers + 1
-    for alias in aliases:
-        max_size = pool_max_size(alias)
-        if max_size is not None and max_size < needed:
-            raise ImproperlyConfigured(
-                f"DATABASES[{alias!r}]['OPTIONS']['pool'] allows up to {max_size} "
-                f"sessions (max_size), fewer than the {needed} the live server "
-                f"needs ({config.workers} worker(s) plus the test thread). Set "
-                f"max_size to at least {needed}, or lower WORKERS."
-            )
-        _check_server_slots(config, alias)
-
-
-def _check_server_slots(config: Config, alias: str) -> None:
-    """Refuse a budget larger than the sessions the PostgreSQL server allows."""
-    from django.db import connections
-
-    if connections[alias].vendor != "postgresql":
-        return
-    # Through a short-lived session on the maintenance database, as Django does
-    # to create the test database: the configured NAME may not exist (yet), and
-    # a check must not open a session on a real database.
-    with connections[alias]._nodb_cursor() as cursor:
-        cursor.execute(_SERVER_SLOTS)
-        max_connections, superuser_reserved, reserved = cursor.fetchone()
-    available = max_connections - superuser_reserved - reserved
-    processes = test_processes()
-    wanted = config.max_connections * processes
-    if wanted <= available:
-        return
-    if processes > 1:
-        across, fewer = _split_across(processes, plural="s")
-        asked = (
-            f"{config.max_connections} database session(s) per alias in each of "
-            f"{across}, {wanted} in all,"
-        )
-        change = (
-            f"Lower TOTAL_MAX_CONNECTIONS (or MAX_CONNECTIONS) so that the run needs "
-            f"at most {available}, {fewer}"
-        )
-    else:
-        asked = f"{config.max_connections} database session(s) per alias"
-        change = f"Lower MAX_CONNECTIONS to {available} or less"
-    raise ImproperlyConfigured(
-        f"The django-safelive budget of {asked} is more than the PostgreSQL server "
-        f"of DATABASES[{alias!r}] accepts: max_connections = {max_connections}, "
-        f"minus {superuser_reserved + reserved} slot(s) reserved for superusers "
-        f"(superuser_reserved_connections, reserved_connections), leaves "
-        f"{available}. {change}, or raise max_connections in postgresql.conf."
-    )

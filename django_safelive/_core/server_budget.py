@@ -29,6 +29,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.base.base import NO_DB_ALIAS
 
+from django_safelive._core.checks import SERVER_SLOTS, ServerSlots
 from django_safelive._core.config import server_budget, server_budget_timeout
 from django_safelive._core.exceptions import ServerBudgetExhausted
 
@@ -227,15 +228,9 @@ def _connect(server: Server, alias: str) -> _Coordinator:
     return _Coordinator(server, connection)
 
 
-_SLOTS_AVAILABLE = """
-    SELECT current_setting('max_connections')::int
-           - current_setting('superuser_reserved_connections')::int
-           - coalesce(current_setting('reserved_connections', true)::int, 0)
-"""
-
-
 def _check_server(coordinator: _Coordinator, budget: int) -> None:
-    ((available,),) = coordinator.query(_SLOTS_AVAILABLE)
+    ((max_connections, reserved),) = coordinator.query(SERVER_SLOTS)
+    available = ServerSlots(max_connections, reserved).available
     if budget > available:
         raise ImproperlyConfigured(
             f"SERVER_BUDGET is {budget} session(s), more than the {available} "

@@ -14,8 +14,9 @@ from django.test.testcases import LiveServerThread
 from django_safelive._core import lifecycle, server_budget, summary
 from django_safelive._core.accounting import SessionWindow, guard, new_tag
 from django_safelive._core.assertions import max_sessions
+from django_safelive._core.checks import check_databases
 from django_safelive._core.compat import enter_class_context
-from django_safelive._core.config import Config, check_databases, resolve
+from django_safelive._core.config import Config, resolve
 from django_safelive._core.server import SafeLiveServerThread
 
 if TYPE_CHECKING:
