@@ -183,7 +183,7 @@ def _require_python(session: nox.Session, version: str) -> None:
 def _load_cluster_module() -> ModuleType:
     """django_safelive/_tools/cluster.py, which needs only the standard library,
     loaded without the package (whose import needs Django)."""
-    path = ROOT / "django_safelive" / "_cluster.py"
+    path = ROOT / "django_safelive" / "_tools" / "cluster.py"
     spec = importlib.util.spec_from_file_location("_safelive_cluster", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -10,9 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from django_safelive._core.accounting import Holder, SessionWindow
     from django_safelive._core.assertions import max_sessions
-    from django_safelive._core.config import Config
     from django_safelive._core.exceptions import (
         RequestStuck,
         SafeLiveError,
@@ -27,7 +25,7 @@ if TYPE_CHECKING:
         RollbackUnsupported,
         StaticRollbackLiveServerTestCase,
     )
-    from django_safelive._core.server import BoundedWSGIServer, SafeLiveServerThread
+    from django_safelive._core.server import SafeLiveServerThread
     from django_safelive._core.testcases import (
         LiveServerTestCase,
         SafeLiveServerMixin,
@@ -35,9 +33,6 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "BoundedWSGIServer",
-    "Config",
-    "Holder",
     "LiveServerTestCase",
     "RequestStuck",
     "RollbackLiveServerMixin",
@@ -49,7 +44,6 @@ __all__ = [
     "SelfCallInSingleMode",
     "ServerBudgetExhausted",
     "SessionBudgetExceeded",
-    "SessionWindow",
     "SessionsLeftBehind",
     "StaticLiveServerTestCase",
     "StaticRollbackLiveServerTestCase",
@@ -58,9 +52,6 @@ __all__ = [
 
 # public name -> the private module that defines it
 _MODULES = {
-    "BoundedWSGIServer": "_core.server",
-    "Config": "_core.config",
-    "Holder": "_core.accounting",
     "LiveServerTestCase": "_core.testcases",
     "RequestStuck": "_core.exceptions",
     "RollbackLiveServerMixin": "_core.rollback",
@@ -72,7 +63,6 @@ _MODULES = {
     "SelfCallInSingleMode": "_core.exceptions",
     "ServerBudgetExhausted": "_core.exceptions",
     "SessionBudgetExceeded": "_core.exceptions",
-    "SessionWindow": "_core.accounting",
     "SessionsLeftBehind": "_core.exceptions",
     "StaticLiveServerTestCase": "_core.testcases",
     "StaticRollbackLiveServerTestCase": "_core.rollback",

@@ -9,9 +9,9 @@ from django.db import connections
 from pytest_django.live_server_helper import LiveServer
 
 from django_safelive._core import lifecycle, server_budget
-from django_safelive._core.accounting import guard
 from django_safelive._core.checks import check_databases
 from django_safelive._core.config import resolve
+from django_safelive._core.hooks import registry
 from django_safelive._core.server import SafeLiveServerThread
 
 
@@ -62,9 +62,7 @@ class SafeLiveServer(LiveServer):
             self._slots = server_budget.reserve(
                 list(connections), config.max_connections
             )
-        self._activation.enter_context(
-            guard.activate(config.max_connections, self.thread.tag, trace=config.trace)
-        )
+        self._activation.enter_context(registry.activate(self.thread.account))
         try:
             lifecycle.fit_pools(list(connections), self.thread.config.max_connections)
             super().start()
@@ -77,7 +75,7 @@ class SafeLiveServer(LiveServer):
         try:
             super().stop()
             with self._db_access():
-                lifecycle.finish(self.thread, list(connections), self.thread.tag)
+                lifecycle.finish(self.thread, list(connections), self.thread.account)
         finally:
             self._activation.close()
             with self._db_access():
@@ -89,4 +87,4 @@ class SafeLiveServer(LiveServer):
         Runs after every test that uses the server; call it yourself between
         examples of a Hypothesis test inside a test function.
         """
-        lifecycle.reset(self.thread, aliases or ["default"], self.thread.tag)
+        lifecycle.reset(self.thread, aliases or ["default"], self.thread.account)

@@ -4,6 +4,7 @@ one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Generator, Iterator
@@ -14,6 +15,7 @@ import pytest
 from django_safelive._core import summary
 
 if TYPE_CHECKING:
+    from django_safelive._core.accounting import ServerAccount
     from django_safelive._core.rollback import RollbackLiveServer
     from django_safelive._pytest_server import SafeLiveServer
 
@@ -72,7 +74,7 @@ class _SessionSummary:
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     # After the fixtures' teardown (whatever it raised), before the report is made.
     yield
-    entries, summary.pending[:] = list(summary.pending), []
+    entries, summary.pending.tests = summary.pending.tests.values(), {}
     for entry in entries:
         data = {**entry.as_dict(), "test": item.nodeid}
         item.user_properties.append((SESSIONS_PROPERTY, data))
@@ -91,6 +93,7 @@ def pytest_fixture_setup(fixturedef: Any) -> Generator[None, None, None]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_SessionSummary(), "django-safelive-sessions")
+    summary.hand_over = True  # pytest_runtest_teardown takes the records
     if not _replaces_live_server(config):
         return
     try:
@@ -249,7 +252,6 @@ def rollback_live_server(
     wrote, requests see the test's data, and everything is rolled back after
     the test. A server of its own for each test, stopped before the rollback.
     """
-    from django_safelive._core.accounting import guard
     from django_safelive._core.rollback import RollbackLiveServer
 
     addr = (
@@ -258,16 +260,24 @@ def rollback_live_server(
         or "localhost"
     )
     server = RollbackLiveServer(addr, _databases(request))
-    guard.begin_test(request.node.nodeid)
     try:
-        try:
+        with _recorded(server.thread.account, request.node.nodeid):
             yield server
             server.reset()
-        finally:
-            summary.record(guard.take_test_sessions())
-            guard.end_test()
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def _recorded(account: ServerAccount, test: str) -> Iterator[None]:
+    """Count the sessions of `account`'s server against `test` while the block
+    runs, then add them to the run's summary."""
+    account.begin_test(test)
+    try:
+        yield
+    finally:
+        summary.record(account.take_test_sessions())
+        account.end_test()
 
 
 def _databases(request: pytest.FixtureRequest) -> list[str]:
@@ -297,14 +307,10 @@ def _safe_live_server_helper(request: pytest.FixtureRequest) -> Iterator[None]:
     server: SafeLiveServer = request.getfixturevalue(name)
     if name == "safe_live_server":
         server._live_server_modified_settings.enable()
-    from django_safelive._core.accounting import guard
-
-    guard.begin_test(request.node.nodeid)
     try:
-        yield
-        server.reset(_databases(request))
+        with _recorded(server.thread.account, request.node.nodeid):
+            yield
+            server.reset(_databases(request))
     finally:
-        summary.record(guard.take_test_sessions())
-        guard.end_test()
         if name == "safe_live_server":
             server._live_server_modified_settings.disable()

@@ -12,8 +12,9 @@ import os
 
 from django.db import connection
 
-from django_safelive._core.accounting import SERVER_WORKER, guard
+from django_safelive._core.accounting import SERVER_WORKER
 from django_safelive._core.config import pool_max_size
+from django_safelive._core.hooks import registry
 from tests._waiting import wait_for
 
 BACKEND = os.environ.get("SAFELIVE_TEST_DB", "postgres")
@@ -63,14 +64,14 @@ def total_sessions() -> int:
     """Every session on the test database, the test thread's own included."""
     if reported_by_server():
         return _count_others() + 1
-    return guard.count("default")
+    return len(registry.holders("default"))
 
 
 def server_sessions() -> int:
     """Sessions the live server's workers hold right now."""
     if reported_by_server() and not pooled():
         return _count_others(_NOT_A_TEST_THREAD.get(connection.vendor, ""))
-    return sum(1 for h in guard.holders("default") if h.role == SERVER_WORKER)
+    return sum(1 for h in registry.holders("default") if h.role == SERVER_WORKER)
 
 
 def settled_server_sessions(grace: float = 2.0) -> int:

@@ -7,7 +7,6 @@ import threading
 from django.db import connection, connections
 
 from django_safelive import LiveServerTestCase, SessionBudgetExceeded
-from django_safelive._core.accounting import guard
 from tests import _pg
 from tests._clients import get
 
@@ -88,5 +87,5 @@ class BudgetTests(LiveServerTestCase):
             helper.join()
         self.assertEqual(len(errors), 1)
         self.assertIn("other thread", str(errors[0]))
-        self.assertEqual(guard.count("default"), 2)
-        guard.violations.clear()
+        self.assertEqual(len(self.safelive_account.holders("default")), 2)
+        self.safelive_account.take_violations()

@@ -10,9 +10,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.test import SimpleTestCase, override_settings
 
-from django_safelive import Config, LiveServerTestCase
+from django_safelive import LiveServerTestCase
 from django_safelive._core.checks import check_databases
-from django_safelive._core.config import resolve
+from django_safelive._core.config import Config, resolve
 from tests.test_faults import record
 
 

@@ -34,10 +34,10 @@ from django_safelive import (
 from django_safelive._core.accounting import (
     SERVER_WORKER,
     TEST_THREAD,
-    guard,
     short_test_id,
 )
 from django_safelive._core.config import resolve
+from django_safelive._core.hooks import registry
 from django_safelive._pytest_server import SafeLiveServer
 from django_safelive.plugin import SESSIONS_PROPERTY, _SessionSummary
 from tests._clients import get
@@ -52,7 +52,7 @@ SECRET_HEADERS = {"Authorization": f"Bearer {SECRET}", "Cookie": f"sessionid={SE
 
 
 def _with_secret_cookie(view: Callable[[HttpRequest], HttpResponse]) -> Any:
-    def secret_view(request: HttpRequest) -> HttpResponse:
+    def secret_view(request: HttpRequest, **path_values: str) -> HttpResponse:
         response = view(request)
         response.set_cookie("sessionid", SECRET)
         return response
@@ -62,6 +62,7 @@ def _with_secret_cookie(view: Callable[[HttpRequest], HttpResponse]) -> Any:
 
 urlpatterns = [
     path("secret-spawn/", _with_secret_cookie(views.spawn)),
+    path("secret-spawn/<str:token>/", _with_secret_cookie(views.spawn)),
     path("secret-slow/", _with_secret_cookie(views.slow)),
     *urls.urlpatterns,
 ]
@@ -83,7 +84,7 @@ class AccountingTests(LiveServerTestCase):
         """A worker's session is kept in the history once closed, with its request."""
         get(f"{self.live_server_url}/items/")
         self.reset_live_server()
-        closed = [h for h in guard.history if h.role == SERVER_WORKER]
+        closed = [h for h in self.safelive_account.history if h.role == SERVER_WORKER]
         self.assertTrue(closed)
         holder = closed[-1]
         self.assertEqual(holder.request, "GET /items/")
@@ -96,10 +97,12 @@ class AccountingTests(LiveServerTestCase):
     def test_application_name_names_the_test_and_ends_with_tag_and_role(self) -> None:
         """pg_stat_activity shows the test, and the tag and role stay at the end."""
         name = get(f"{self.live_server_url}/session/").json()["application_name"]
-        self.assertTrue(name.endswith(f"{self.safelive_tag}:worker"), name)
+        self.assertTrue(name.endswith(f"{self.safelive_account.tag}:worker"), name)
         self.assertLessEqual(len(name.encode()), 63)
         # Too long to fit: the start of the test's id is what gets cut.
-        self.assertIn(f"{self._testMethodName[-20:]} {self.safelive_tag}:", name)
+        self.assertIn(
+            f"{self._testMethodName[-20:]} {self.safelive_account.tag}:", name
+        )
 
     def test_short_test_ids(self) -> None:
         """Unittest ids keep class and method; pytest node ids drop the file."""
@@ -116,7 +119,7 @@ class TraceTests(LiveServerTestCase):
     def test_stack_points_at_the_code_that_opened_the_session(self) -> None:
         """With tracing on, a worker's session records the view that opened it."""
         get(f"{self.live_server_url}/items/")
-        (worker,) = [h for h in guard.holders() if h.role == SERVER_WORKER]
+        (worker,) = [h for h in registry.holders() if h.role == SERVER_WORKER]
         assert worker.stack is not None
         last_frame = worker.stack.strip().splitlines()[-2]
         self.assertIn("testapp/views.py", last_frame)
@@ -202,7 +205,7 @@ class AssertionMisuseTests(SimpleTestCase):
         """Outside a django-safelive test, max_sessions() says it cannot count."""
         # The session-scoped safe_live_server fixture may be running: hide it.
         with (
-            mock.patch.object(guard, "_activations", []),
+            mock.patch.object(registry, "accounts", []),
             self.assertRaisesMessage(SafeLiveError, "only while a django-safelive"),
             max_sessions(1),
         ):
@@ -276,9 +279,22 @@ class SecretBudgetTests(LiveServerTestCase):
         opened_later = [h for h in error.holders if h.role != TEST_THREAD]
         self.assertTrue(opened_later)
         self.assertTrue(all(holder.stack for holder in opened_later))
-        reports = [message, *(holder.describe() for holder in guard.history)]
+        reports = [
+            message,
+            *(holder.describe() for holder in self.safelive_account.history),
+        ]
         for report in reports:
             self.assertNotIn(SECRET, report)
+
+    def test_tokens_in_the_path_are_redacted(self) -> None:
+        """A path segment that looks like a token never reaches the report."""
+        url = f"{self.live_server_url}/secret-spawn/{SECRET}/?threads=2"
+        self.assertEqual(get(url).status_code, 500)
+        with self.assertRaises(SessionBudgetExceeded) as caught:
+            self.reset_live_server()
+        message = str(caught.exception)
+        self.assertIn("GET /secret-spawn/<redacted>/", message)
+        self.assertNotIn(SECRET, message)
 
 
 @override_settings(ROOT_URLCONF=__name__)
@@ -296,7 +312,7 @@ class SecretStuckTests(LiveServerTestCase):
         client.start()
         try:
             assert wait_for(
-                lambda: any(h.role == SERVER_WORKER for h in guard.holders())
+                lambda: any(h.role == SERVER_WORKER for h in registry.holders())
             )
             with self.assertRaises(RequestStuck) as caught:
                 self.reset_live_server()

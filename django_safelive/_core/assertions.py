@@ -7,8 +7,9 @@ from contextlib import contextmanager
 
 from django.db import connections
 
-from django_safelive._core.accounting import SessionWindow, guard
+from django_safelive._core.accounting import SessionWindow
 from django_safelive._core.exceptions import SafeLiveError
+from django_safelive._core.hooks import registry
 
 
 @contextmanager
@@ -30,12 +31,12 @@ def max_sessions(
             f"max_sessions() was given the alias {alias!r}, which is not in "
             f"DATABASES: {', '.join(map(repr, connections))}."
         )
-    if guard.active is None:
+    if not registry.accounts:
         raise SafeLiveError(
             "max_sessions() counts sessions only while a django-safelive test "
             "case or the safe_live_server fixture is active."
         )
-    with guard.window(alias) as window:
+    with registry.window(alias) as window:
         yield window
     if window.peak > n:
         listing = "\n".join(

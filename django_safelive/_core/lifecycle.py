@@ -11,7 +11,7 @@ from django.db import connections
 from django.test.testcases import LiveServerThread
 
 from django_safelive._core import sessions
-from django_safelive._core.accounting import TEST_THREAD, guard
+from django_safelive._core.accounting import TEST_THREAD, ServerAccount
 from django_safelive._core.config import pool_max_size
 from django_safelive._core.exceptions import (
     RequestStuck,
@@ -25,25 +25,26 @@ EXIT_GRACE = 5.0
 
 
 def end_server_sessions(
-    aliases: Iterable[str], tag: str, *, terminate_now: bool
+    aliases: Iterable[str], account: ServerAccount, *, terminate_now: bool
 ) -> list[SessionsLeftBehind]:
-    """Make sure no session tagged `tag` is left on PostgreSQL, ending any that are."""
+    """Make sure no session of `account`'s server is left on PostgreSQL,
+    ending any that are (only ever sessions carrying its tag)."""
     errors = []
     for alias in aliases:
         if connections[alias].vendor != "postgresql":
             continue
-        left = sessions.server_sessions(alias, tag)
-        holders = guard.holders(alias)
+        left = sessions.server_sessions(alias, account.tag)
+        holders = account.holders(alias)
         # A session our accounting sees open (a thread a view started holds it)
         # will not go by itself: only wait for the others, closed and exiting.
-        held = {sessions.postgresql_backend(pid) for pid, _ in left} & {
-            holder.backend for holder in holders if holder.role != TEST_THREAD
+        held = {pid for pid, _ in left} & {
+            holder.pid for holder in holders if holder.role != TEST_THREAD
         }
         if len(left) > len(held) and not terminate_now:
-            left = sessions.wait_gone(alias, tag, EXIT_GRACE, keep=held)
+            left = sessions.wait_gone(alias, account.tag, EXIT_GRACE, keep=held)
         if left:
             sessions.terminate(alias, [pid for pid, _ in left])
-            sessions.wait_gone(alias, tag, EXIT_GRACE)
+            sessions.wait_gone(alias, account.tag, EXIT_GRACE)
             errors.append(
                 SessionsLeftBehind(
                     alias=alias,
@@ -55,7 +56,9 @@ def end_server_sessions(
     return errors
 
 
-def reset(thread: LiveServerThread, aliases: Iterable[str], tag: str) -> None:
+def reset(
+    thread: LiveServerThread, aliases: Iterable[str], account: ServerAccount
+) -> None:
     """Drain the server, close its workers' sessions and confirm they are gone.
 
     Closing a session waits until PostgreSQL has let it go (see
@@ -69,37 +72,42 @@ def reset(thread: LiveServerThread, aliases: Iterable[str], tag: str) -> None:
         try:
             thread.reset()
         except RequestStuck as error:
-            stuck = with_holders(error, aliases)
+            stuck = with_holders(error, aliases, account)
             # A flush would wait on the stuck request's locks: end it first.
-            end_server_sessions(aliases, tag, terminate_now=True)
+            end_server_sessions(aliases, account, terminate_now=True)
             raise stuck from None
-        if guard.may_have_left_sessions(tag):
-            left_behind = end_server_sessions(aliases, tag, terminate_now=False)
-    raise_first(*left_behind, *take_violations())
+        if account.may_have_left_sessions():
+            left_behind = end_server_sessions(aliases, account, terminate_now=False)
+    raise_first(*left_behind, *account.take_violations())
 
 
-def finish(thread: LiveServerThread, aliases: Iterable[str], tag: str) -> None:
+def finish(
+    thread: LiveServerThread, aliases: Iterable[str], account: ServerAccount
+) -> None:
     """After the server thread terminated: leave no session behind, then report."""
     aliases = list(aliases)
     stuck = thread.stuck if isinstance(thread, SafeLiveServerThread) else None
     if stuck is not None:
-        stuck = with_holders(stuck, aliases)
-    left_behind = end_server_sessions(aliases, tag, terminate_now=stuck is not None)
+        stuck = with_holders(stuck, aliases, account)
+    left_behind = end_server_sessions(aliases, account, terminate_now=stuck is not None)
     if stuck is not None and isinstance(thread, SafeLiveServerThread):
         # Their sessions are gone, so the stuck views fail and the workers exit.
         thread.httpd.join_workers(EXIT_GRACE)
     close_pools(aliases)
-    raise_first(stuck, *left_behind, *take_violations())
+    raise_first(stuck, *left_behind, *account.take_violations())
 
 
-def with_holders(error: RequestStuck, aliases: Iterable[str]) -> RequestStuck:
-    """`error`, listing the sessions open on `aliases` now, while it is stuck."""
+def with_holders(
+    error: RequestStuck, aliases: Iterable[str], account: ServerAccount
+) -> RequestStuck:
+    """`error`, listing the server's sessions open on `aliases` now, while it
+    is stuck."""
     aliases = set(aliases)
     return RequestStuck(
         timeout=error.timeout,
         requests=error.requests,
         when=error.when,
-        holders=[holder for holder in guard.holders() if holder.alias in aliases],
+        holders=[holder for holder in account.holders() if holder.alias in aliases],
     )
 
 
@@ -129,13 +137,6 @@ def close_pools(aliases: Iterable[str]) -> None:
             # make Django build a new pool just to put it back into.
             connection.close()
             connection.close_pool()  # type: ignore[attr-defined]
-
-
-def take_violations() -> list[SafeLiveError]:
-    """Budget violations recorded in other threads since the last call."""
-    violations: list[SafeLiveError] = list(guard.violations)
-    guard.violations.clear()
-    return violations
 
 
 def raise_first(*errors: SafeLiveError | None) -> None:

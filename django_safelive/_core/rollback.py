@@ -29,7 +29,6 @@ from django.test.utils import modify_settings
 
 from django_safelive._core import config as _config
 from django_safelive._core import lifecycle
-from django_safelive._core.accounting import guard
 from django_safelive._core.config import Config
 from django_safelive._core.exceptions import (
     RequestStuck,
@@ -37,6 +36,7 @@ from django_safelive._core.exceptions import (
     SelfCallInSingleMode,
     SessionBudgetExceeded,
 )
+from django_safelive._core.hooks import registry
 from django_safelive._core.server import (
     BoundedWSGIServer,
     SafeLiveServerThread,
@@ -519,9 +519,9 @@ class RollbackServerThread(SafeLiveServerThread):
         self._terminated = False
 
     def start(self) -> None:
-        """Share the connections, then serve. Started once the session budget's
-        guard is in place: it wraps the methods of each connection's class, and
-        sharing gives the shared connections a subclass of it."""
+        """Share the connections, then serve. Started once the server's account
+        is active, so the hooks are on each connection's class (``_core.hooks``)
+        before sharing gives the shared connections a subclass of it."""
         self.transaction.install()
         super().start()
 
@@ -534,6 +534,7 @@ class RollbackServerThread(SafeLiveServerThread):
             allow_reuse_address=False,
             connections_override=connections_override,
             transaction=self.transaction,
+            account=self.account,
         )
 
     def reset(self) -> None:
@@ -656,12 +657,7 @@ class RollbackLiveServer:
         self.thread.daemon = True
         self._stack = contextlib.ExitStack()
         try:
-            config = self.thread.config
-            self._stack.enter_context(
-                guard.activate(
-                    config.max_connections, self.thread.tag, trace=config.trace
-                )
-            )
+            self._stack.enter_context(registry.activate(self.thread.account))
             self._stack.enter_context(modify_settings(ALLOWED_HOSTS={"append": host}))
             for wrapper in shared.values():
                 wrapper.inc_thread_sharing()
@@ -693,7 +689,7 @@ class RollbackLiveServer:
         """Wait for the request in flight, if any; raise what a request needed
         and could not have (see ``RollbackUnsupported``)."""
         try:
-            lifecycle.reset(self.thread, self.aliases, self.thread.tag)
+            lifecycle.reset(self.thread, self.aliases, self.thread.account)
         except (SessionBudgetExceeded, SelfCallInSingleMode) as error:
             raise _explained(error) from error
 
@@ -703,13 +699,14 @@ class RollbackLiveServer:
             self.thread.terminate()
             stuck = self.thread.stuck
             left: list[SafeLiveError] = []
-            if stuck is not None or guard.may_have_left_sessions(self.thread.tag):
+            account = self.thread.account
+            if stuck is not None or account.may_have_left_sessions():
                 left.extend(
                     lifecycle.end_server_sessions(
-                        self.aliases, self.thread.tag, terminate_now=stuck is not None
+                        self.aliases, account, terminate_now=stuck is not None
                     )
                 )
-            errors = [stuck, *left, *lifecycle.take_violations()]
+            errors = [stuck, *left, *account.take_violations()]
             lifecycle.raise_first(*(_explained(e) for e in errors if e is not None))
         finally:
             self._stack.close()

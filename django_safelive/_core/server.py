@@ -24,10 +24,11 @@ from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler
 
 from django_safelive._core.accounting import (
     SERVER_WORKER,
+    ServerAccount,
+    bind_thread,
     current_request,
-    new_tag,
+    describe_request,
     set_current_request,
-    set_thread_role,
 )
 from django_safelive._core.config import Config, resolve
 from django_safelive._core.exceptions import (
@@ -348,11 +349,13 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self,
         *args: Any,
         workers: int,
+        account: ServerAccount,
         connections_override: dict[str, Any] | None = None,
         session_per_request: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.account = account
         self.session_per_request = session_per_request
         self._self_calls: list[SelfCallInSingleMode] = []
         self.connections_override = connections_override or {}
@@ -406,8 +409,9 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         def tracked(
             environ: WSGIEnvironment, start_response: StartResponse
         ) -> Iterable[bytes]:
-            # The path only: query strings can carry tokens.
-            request = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+            request = describe_request(
+                environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+            )
             set_current_request(request)
             with self._state:
                 in_flight = self._running.get(threading.get_ident())
@@ -424,7 +428,7 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self._work.put((request, client_address))
 
     def _work_loop(self) -> None:
-        set_thread_role(SERVER_WORKER)
+        bind_thread(self.account, SERVER_WORKER)
         _worker_state.keeps_sessions = not self.session_per_request
         if len(self._workers) == 1:
             _worker_state.single_server = self
@@ -618,7 +622,10 @@ class SafeLiveServerThread(LiveServerThread):
     ) -> None:
         super().__init__(host, static_handler, connections_override, port)
         self.config = config if config is not None else resolve()
-        self.tag = new_tag()
+        self.account = ServerAccount(
+            self.config.max_connections, trace=self.config.trace
+        )
+        """This server's sessions and budget, counted while it is activated."""
         self.stuck: RequestStuck | None = None
 
     def _create_server(
@@ -630,6 +637,7 @@ class SafeLiveServerThread(LiveServerThread):
             allow_reuse_address=False,
             connections_override=connections_override,
             workers=self.config.workers,
+            account=self.account,
             session_per_request=self.config.session_per_request,
         )
 

@@ -112,17 +112,13 @@ def terminate(alias: str, pids: list[int]) -> None:
 
 
 def wait_gone(
-    alias: str, tag: str, timeout: float, keep: Collection[str] = ()
+    alias: str, tag: str, timeout: float, keep: Collection[int] = ()
 ) -> list[tuple[int, str]]:
-    """Wait until no session tagged `tag` remains but those in `keep` (known
-    to be held open, named as ``postgresql_backend`` names them); return those
-    still there."""
+    """Wait until no session tagged `tag` remains but those whose backend pid
+    is in `keep` (known to be held open); return those still there."""
     deadline = time.monotonic() + timeout
     while True:
         left = server_sessions(alias, tag)
-        if (
-            all(postgresql_backend(pid) in keep for pid, _ in left)
-            or time.monotonic() >= deadline
-        ):
+        if all(pid in keep for pid, _ in left) or time.monotonic() >= deadline:
             return left
         time.sleep(0.02)

@@ -10,6 +10,9 @@ from typing import Any
 
 # How many tests the end-of-run table lists, highest peak first.
 TOP = 5
+# Refusals kept per test (a Hypothesis test can have one per example); the
+# rest are counted.
+OVERRUNS_KEPT = 20
 # Where the processes of `manage.py test --parallel` write their records, one
 # file each, for SafeLiveRunner to read after the run.
 RECORDS_VARIABLE = "_SAFELIVE_SUMMARY_RECORDS"
@@ -23,6 +26,16 @@ class TestSessions:
     budget: int
     peaks: dict[str, int] = field(default_factory=dict)
     overruns: list[str] = field(default_factory=list)
+    more_overruns: int = 0
+    """Refusals beyond the OVERRUNS_KEPT listed."""
+
+    def __post_init__(self) -> None:
+        self._keep_overruns_bounded()
+
+    def _keep_overruns_bounded(self) -> None:
+        if len(self.overruns) > OVERRUNS_KEPT:
+            self.more_overruns += len(self.overruns) - OVERRUNS_KEPT
+            del self.overruns[OVERRUNS_KEPT:]
 
     @property
     def peak(self) -> int:
@@ -34,6 +47,8 @@ class TestSessions:
         for alias, peak in other.peaks.items():
             self.peaks[alias] = max(self.peaks.get(alias, 0), peak)
         self.overruns.extend(other.overruns)
+        self.more_overruns += other.more_overruns
+        self._keep_overruns_bounded()
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, so pytest-xdist can send the record to the controller."""
@@ -42,6 +57,7 @@ class TestSessions:
             "budget": self.budget,
             "peaks": dict(self.peaks),
             "overruns": list(self.overruns),
+            "more_overruns": self.more_overruns,
         }
 
     @classmethod
@@ -51,6 +67,7 @@ class TestSessions:
             budget=int(data["budget"]),
             peaks={str(k): int(v) for k, v in data["peaks"].items()},
             overruns=[str(overrun) for overrun in data["overruns"]],
+            more_overruns=int(data.get("more_overruns", 0)),
         )
 
 
@@ -63,9 +80,7 @@ class RunSummary:
     def record(self, entry: TestSessions) -> None:
         found = self.tests.get(entry.test)
         if found is None:
-            self.tests[entry.test] = TestSessions(
-                entry.test, entry.budget, dict(entry.peaks), list(entry.overruns)
-            )
+            self.tests[entry.test] = TestSessions.from_dict(entry.as_dict())
         else:
             found.merge(entry)
 
@@ -86,9 +101,13 @@ class RunSummary:
                 f"  {entry.peak:>4}  {entry.budget:>6}  {alias:<9}  {entry.test}"
             )
         overruns = [(e.test, text) for e in ranked for text in e.overruns]
+        more = sum(entry.more_overruns for entry in ranked)
         if overruns:
-            lines.append(f"Overruns (sessions the budget refused): {len(overruns)}")
+            total = len(overruns) + more
+            lines.append(f"Overruns (sessions the budget refused): {total}")
             lines.extend(f"  {test}: {text}" for test, text in overruns)
+            if more:
+                lines.append(f"  ... and {more} more")
         else:
             lines.append("Overruns: none")
         return lines
@@ -97,15 +116,18 @@ class RunSummary:
 run = RunSummary()
 """Every test recorded in this process (printed by ``SafeLiveRunner``)."""
 
-# Records not yet handed to the pytest plugin, which attaches them to the test's
-# report so that pytest-xdist brings them to the controller.
-pending: list[TestSessions] = []
+pending = RunSummary()
+"""Records not yet handed over to the pytest plugin, which attaches them to the
+test's report so that pytest-xdist brings them to the controller; one per
+test, and only kept while the plugin takes them (``hand_over``)."""
+hand_over = False
 
 
 def record(entry: TestSessions) -> None:
     """Remember how many sessions a test used, for the end-of-run summary."""
     run.record(entry)
-    pending.append(entry)
+    if hand_over:
+        pending.record(entry)
     records = os.environ.get(RECORDS_VARIABLE)
     if records:
         with open(Path(records) / f"{os.getpid()}.jsonl", "a", encoding="utf-8") as f:

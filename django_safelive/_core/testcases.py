@@ -12,11 +12,12 @@ from django.test import LiveServerTestCase as DjangoLiveServerTestCase
 from django.test.testcases import LiveServerThread
 
 from django_safelive._core import lifecycle, server_budget, summary
-from django_safelive._core.accounting import SessionWindow, guard, new_tag
+from django_safelive._core.accounting import ServerAccount, SessionWindow
 from django_safelive._core.assertions import max_sessions
 from django_safelive._core.checks import check_databases
 from django_safelive._core.compat import enter_class_context
 from django_safelive._core.config import Config, resolve
+from django_safelive._core.hooks import registry
 from django_safelive._core.server import SafeLiveServerThread
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ class SafeLiveServerMixin(_Base):
     server_thread_class: type[LiveServerThread] = SafeLiveServerThread
 
     safelive_config: ClassVar[Config]
-    safelive_tag: ClassVar[str]
+    safelive_account: ClassVar[ServerAccount]
+    """The running server's sessions and budget (see ``ServerAccount``)."""
     _safelive_slots: ClassVar[server_budget.Taken] = []
     session_peak: dict[str, int]
     """After each test: the most sessions open at once, per alias."""
@@ -71,17 +73,13 @@ class SafeLiveServerMixin(_Base):
                 port=cls.port,
                 config=config,
             )
-            cls.safelive_tag = thread.tag
+            account = thread.account
         else:
             thread = super()._create_server_thread(connections_override)  # type: ignore[misc]
-            cls.safelive_tag = new_tag()
+            account = ServerAccount(config.max_connections, trace=config.trace)
+        cls.safelive_account = account
         # Entered before the thread starts, and left after it terminates.
-        enter_class_context(
-            cls,
-            guard.activate(
-                config.max_connections, cls.safelive_tag, trace=config.trace
-            ),
-        )
+        enter_class_context(cls, registry.activate(account))
         lifecycle.fit_pools(cls._safelive_aliases(), config.max_connections)
         return thread
 
@@ -94,7 +92,7 @@ class SafeLiveServerMixin(_Base):
         thread = cls.server_thread
         super()._terminate_thread()  # type: ignore[misc]
         try:
-            lifecycle.finish(thread, cls._safelive_aliases(), cls.safelive_tag)
+            lifecycle.finish(thread, cls._safelive_aliases(), cls.safelive_account)
         finally:
             server_budget.give_back(cls._safelive_aliases(), cls._safelive_slots)
 
@@ -108,7 +106,7 @@ class SafeLiveServerMixin(_Base):
         thread = getattr(self, "server_thread", None)
         if thread is None:  # never started: setUpClass failed or was not run
             return
-        lifecycle.reset(thread, self._safelive_aliases(), self.safelive_tag)
+        lifecycle.reset(thread, self._safelive_aliases(), self.safelive_account)
 
     def assertMaxSessions(
         self, n: int, alias: str = "default"
@@ -120,11 +118,14 @@ class SafeLiveServerMixin(_Base):
     def __call__(self, result: Any = None) -> Any:
         # Not _pre_setup: Django runs the first test's in setUpClass, and Hypothesis
         # runs it per example; every path to the test goes through here.
-        guard.begin_test(self.id())
+        account = getattr(self, "safelive_account", None)
+        if account is None:  # setUpClass failed before the server: Django reports it
+            return super().__call__(result)
+        account.begin_test(self.id())
         try:
             return super().__call__(result)
         finally:
-            guard.end_test()
+            account.end_test()
 
     def _post_teardown(self) -> None:
         try:
@@ -136,7 +137,7 @@ class SafeLiveServerMixin(_Base):
                 self._record_sessions()
 
     def _record_sessions(self) -> None:
-        entry = guard.take_test_sessions()
+        entry = self.safelive_account.take_test_sessions()
         # Hypothesis runs _pre_setup/_post_teardown once per example.
         peaks = dict(getattr(self, "session_peak", {}))
         for alias, peak in entry.peaks.items():

@@ -20,11 +20,13 @@ from django.test import Client
 from django.test.testcases import LiveServerThread, _StaticFilesHandler
 from hypothesis import HealthCheck, given, settings
 
-from django_safelive import Config, SafeLiveServerThread
-from django_safelive._core import accounting as _budget
+from django_safelive import SafeLiveServerThread
+from django_safelive._core import hooks as _hooks
 from django_safelive._core import lifecycle as _lifecycle
 from django_safelive._core import sessions as _sessions
-from django_safelive._core.accounting import SERVER_WORKER, guard
+from django_safelive._core.accounting import SERVER_WORKER
+from django_safelive._core.config import Config
+from django_safelive._core.hooks import registry
 from tests._sampler import Sampler, connect, count_sessions
 from tests.benchmarks._probe import Probe
 from tests.testapp.models import Item
@@ -190,7 +192,7 @@ def serving(variant: Variant) -> Iterator[LiveServerThread]:
     thread = new_thread(variant)
     thread.daemon = True
     budget = (
-        guard.activate(thread.config.max_connections, thread.tag)
+        registry.activate(thread.account)
         if isinstance(thread, SafeLiveServerThread)
         else nullcontext()
     )
@@ -404,8 +406,8 @@ BREAKDOWN = tuple(
 @contextmanager
 def timed_exit_waits() -> Iterator[list[float]]:
     """Time each of django-safelive's waits for a closed session's backend to
-    exit (``_sessions.wait_exit``, called as ``_budget.wait_exit``)."""
-    original = _sessions.wait_exit  # what _budget imported
+    exit (``_sessions.wait_exit``, called as ``hooks.wait_exit``)."""
+    original = _sessions.wait_exit  # what hooks imported
     waits: list[float] = []
 
     def wait_exit(fd: int, timeout: float = _sessions.EXIT_WAIT) -> bool:
@@ -415,15 +417,15 @@ def timed_exit_waits() -> Iterator[list[float]]:
         finally:
             waits.append(time.perf_counter() - began)
 
-    _budget.wait_exit = wait_exit  # type: ignore[attr-defined]
+    _hooks.wait_exit = wait_exit  # type: ignore[attr-defined]
     try:
         yield waits
     finally:
-        _budget.wait_exit = original  # type: ignore[attr-defined]
+        _hooks.wait_exit = original  # type: ignore[attr-defined]
 
 
 def _worker_sessions() -> int:
-    return sum(holder.role == SERVER_WORKER for holder in guard.holders("default"))
+    return sum(holder.role == SERVER_WORKER for holder in registry.holders("default"))
 
 
 def reset_costs(
@@ -441,7 +443,7 @@ def reset_costs(
     """
 
     def full() -> None:
-        _lifecycle.reset(thread, ["default"], thread.tag)
+        _lifecycle.reset(thread, ["default"], thread.account)
 
     figures: dict[str, Any] = {}
     held = []
@@ -551,7 +553,7 @@ def _measure(variant: Variant, sizes: Sizes, datname: str) -> dict[str, Any]:
                 finally:
                     if isinstance(thread, SafeLiveServerThread):
                         # What django_safelive.schemathesis runs between examples.
-                        _lifecycle.reset(thread, ["default"], thread.tag)
+                        _lifecycle.reset(thread, ["default"], thread.account)
 
             with Sampler(datname) as sampler:
                 wall, calls, failures = schemathesis_run(
