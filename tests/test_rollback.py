@@ -30,8 +30,8 @@ from django_safelive import schemathesis as safelive_schemathesis
 from django_safelive._core.rollback import (
     RollbackLiveServer,
     RollbackServerThread,
-    resolve_rollback,
 )
+from django_safelive._core.rollback_config import resolve_rollback
 from tests import _pg
 from tests._clients import AUTH, concurrently, get
 from tests._sampler import Sampler, connect, count_sessions

@@ -19,7 +19,6 @@ from django.conf import settings
 from django.contrib.staticfiles.testing import (
     StaticLiveServerTestCase as DjangoStaticLiveServerTestCase,
 )
-from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import LiveServerTestCase as DjangoLiveServerTestCase
@@ -27,7 +26,6 @@ from django.test import TestCase as DjangoTestCase
 from django.test.testcases import _StaticFilesHandler
 from django.test.utils import modify_settings
 
-from django_safelive._core import config as _config
 from django_safelive._core import lifecycle
 from django_safelive._core.accounting import guard
 from django_safelive._core.config import Config
@@ -37,6 +35,7 @@ from django_safelive._core.exceptions import (
     SelfCallInSingleMode,
     SessionBudgetExceeded,
 )
+from django_safelive._core.rollback_config import resolve_rollback, rollback_config
 from django_safelive._core.server import (
     BoundedWSGIServer,
     SafeLiveServerThread,
@@ -80,88 +79,6 @@ def _explained(error: SafeLiveError) -> SafeLiveError:
     if isinstance(error, (SessionBudgetExceeded, SelfCallInSingleMode)):
         return RollbackUnsupported(error)
     return error
-
-
-def rollback_config(config: Config) -> Config:
-    """`config` for a rollback server: one worker, and no session beyond the
-    test thread's on each alias (a second one could not see the test's data)."""
-    return dataclasses.replace(
-        config, mode="single", workers=1, max_connections=1, session_per_request=False
-    )
-
-
-# What a rollback server can do, for each setting a class attribute or an
-# environment variable may set: (what it must be, why).
-_FIXED: dict[str, tuple[object, str]] = {
-    "MODE": ("single", "it serves one request at a time"),
-    "WORKERS": (1, "it has one worker, on the test thread's session"),
-    "MAX_CONNECTIONS": (1, "it uses the test thread's session and no other"),
-}
-
-
-def _asked(key: str, owner: object | None) -> tuple[object, str] | None:
-    """A class attribute's or an environment variable's value for `key`; the
-    SAFELIVE settings dict, which applies to every class, is not asked."""
-    found = _config._lookup(key, owner)
-    return None if found is None or found[1] == "settings" else found
-
-
-def resolve_rollback(owner: object | None = None) -> Config:
-    """The configuration of a rollback server for `owner` (a test case class,
-    or None for the fixture).
-
-    ``DRAIN_TIMEOUT`` and ``TRACE`` apply as for any server. A class attribute
-    or an environment variable asking for more than the rollback server can do
-    (pool mode, more than one worker, a budget other than 1 session) is an
-    error: it would otherwise be ignored. ``settings.SAFELIVE`` sets every
-    class's defaults, and its ``MODE``, ``WORKERS`` and ``MAX_CONNECTIONS`` do
-    not apply to the rollback classes.
-    """
-    name = getattr(owner, "__qualname__", "the rollback_live_server fixture")
-    for key, (allowed, why) in _FIXED.items():
-        found = _asked(key, owner)
-        if found is None:
-            continue
-        value = (
-            _config._mode(*found)
-            if key == "MODE"
-            else _config._positive_int(key, *found)
-        )
-        if value != allowed:
-            where = _config._where(key, found[1])
-            scope = "on this class" if found[1] == "class" else "for this run"
-            raise ImproperlyConfigured(
-                f"{where} asks for {value!r}, but {name} runs a rollback live "
-                f"server, which {why}: {key} can only be {allowed!r} there. "
-                f"Remove {where} (or set it to {allowed!r}) {scope}, or use "
-                "django_safelive.LiveServerTestCase, whose server has sessions "
-                "of its own."
-            )
-    total = _config.total_budget()
-    processes = _config.xdist_workers()
-    if total is not None and total // processes < 1:
-        raise ImproperlyConfigured(
-            f"The django-safelive total budget of {total} database session(s) per "
-            f"alias, split across {processes} pytest-xdist worker(s), leaves none "
-            f"for {name}'s test thread. Raise TOTAL_MAX_CONNECTIONS to "
-            f"{processes} or more, or run fewer xdist workers (-n)."
-        )
-    found = _config._lookup("SESSION_PER_REQUEST", owner)
-    if found is not None:
-        _config._bool("SESSION_PER_REQUEST", *found)  # met: no session to close
-    found = _config._lookup("DRAIN_TIMEOUT", owner)
-    found_trace = _config._lookup("TRACE", owner)
-    return Config(
-        max_connections=1,
-        mode="single",
-        workers=1,
-        drain_timeout=(
-            _config.DEFAULT_DRAIN_TIMEOUT
-            if found is None
-            else _config._seconds("DRAIN_TIMEOUT", *found)
-        ),
-        trace=False if found_trace is None else _config._bool("TRACE", *found_trace),
-    )
 
 
 class _LockedList(list[Any]):
