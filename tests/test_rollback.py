@@ -27,11 +27,9 @@ from django_safelive import (
 )
 from django_safelive import hypothesis as safelive_hypothesis
 from django_safelive import schemathesis as safelive_schemathesis
-from django_safelive._core.rollback import (
-    RollbackLiveServer,
-    RollbackServerThread,
-    resolve_rollback,
-)
+from django_safelive._core.rollback import RollbackLiveServer
+from django_safelive._core.rollback_config import resolve_rollback
+from django_safelive._core.rollback_server import RollbackServerThread
 from tests import _pg
 from tests._clients import AUTH, concurrently, get
 from tests._sampler import Sampler, connect, count_sessions

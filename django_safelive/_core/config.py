@@ -60,7 +60,10 @@ class Config:
     session_per_request: bool = False
 
 
-def _where(key: str, source: str) -> str:
+def where(key: str, source: str) -> str:
+    """How messages name the place `key` was set: ``"env"``, ``"class"`` or
+    ``"settings"`` (the environment variable, the class attribute, the
+    ``SAFELIVE`` dict's key)."""
     attribute, variable = _SOURCES[key]
     if source == "env":
         return f"the environment variable {variable}"
@@ -69,32 +72,34 @@ def _where(key: str, source: str) -> str:
     return f"SAFELIVE[{key!r}]"
 
 
-def _positive_int(key: str, value: object, source: str, minimum: int = 1) -> int:
+def positive_int(key: str, value: object, source: str, minimum: int = 1) -> int:
+    """`value`, set for `key` at `source`, as a whole number of at least `minimum`."""
     if source == "env" and isinstance(value, str):
         try:
             value = int(value.strip())
         except ValueError:
             raise ImproperlyConfigured(
-                f"{_where(key, source)} must be a whole number, got {value!r}."
+                f"{where(key, source)} must be a whole number, got {value!r}."
             ) from None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ImproperlyConfigured(
-            f"{_where(key, source)} must be an int, got {type(value).__name__} "
+            f"{where(key, source)} must be an int, got {type(value).__name__} "
             f"{value!r}."
         )
     if value < minimum:
         raise ImproperlyConfigured(
-            f"{_where(key, source)} must be at least {minimum}, got {value}."
+            f"{where(key, source)} must be at least {minimum}, got {value}."
         )
     return value
 
 
-def _mode(value: object, source: str) -> Mode:
+def parse_mode(value: object, source: str) -> Mode:
+    """`value`, set for MODE at `source`, as a mode."""
     if isinstance(value, str) and value.strip().lower() in MODES:
         mode: Mode = "single" if value.strip().lower() == "single" else "pool"
         return mode
     raise ImproperlyConfigured(
-        f"{_where('MODE', source)} must be 'single' or 'pool', got {value!r}."
+        f"{where('MODE', source)} must be 'single' or 'pool', got {value!r}."
     )
 
 
@@ -104,16 +109,16 @@ def _seconds(key: str, value: object, source: str) -> float:
             value = float(value.strip())
         except ValueError:
             raise ImproperlyConfigured(
-                f"{_where(key, source)} must be a number of seconds, got {value!r}."
+                f"{where(key, source)} must be a number of seconds, got {value!r}."
             ) from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ImproperlyConfigured(
-            f"{_where(key, source)} must be a number of seconds, got "
+            f"{where(key, source)} must be a number of seconds, got "
             f"{type(value).__name__} {value!r}."
         )
     if not math.isfinite(value) or value <= 0:
         raise ImproperlyConfigured(
-            f"{_where(key, source)} must be a positive, finite number of seconds, "
+            f"{where(key, source)} must be a positive, finite number of seconds, "
             f"got {value!r}."
         )
     return float(value)
@@ -129,11 +134,11 @@ def _bool(key: str, value: object, source: str) -> bool:
         if text in _TRUE + _FALSE:
             return text in _TRUE
         raise ImproperlyConfigured(
-            f"{_where(key, source)} must be 1, 0, true or false, got {value!r}."
+            f"{where(key, source)} must be 1, 0, true or false, got {value!r}."
         )
     if not isinstance(value, bool):
         raise ImproperlyConfigured(
-            f"{_where(key, source)} must be True or False, got "
+            f"{where(key, source)} must be True or False, got "
             f"{type(value).__name__} {value!r}."
         )
     return value
@@ -154,7 +159,7 @@ def _raw_settings() -> Mapping[str, Any]:
     return raw
 
 
-def _lookup(key: str, owner: object | None) -> tuple[object, str] | None:
+def lookup(key: str, owner: object | None) -> tuple[object, str] | None:
     """Return the winning (value, source) for a key: environment, class, settings."""
     attribute, variable = _SOURCES[key]
     if variable in os.environ:
@@ -223,13 +228,13 @@ def _in_django_parallel_worker() -> bool:
 def server_budget() -> int | None:
     """SAFELIVE["SERVER_BUDGET"] or its environment variable, if set: the
     sessions every process on one PostgreSQL server may hold together."""
-    found = _lookup("SERVER_BUDGET", None)
-    return None if found is None else _positive_int("SERVER_BUDGET", *found, 2)
+    found = lookup("SERVER_BUDGET", None)
+    return None if found is None else positive_int("SERVER_BUDGET", *found, 2)
 
 
 def server_budget_timeout() -> float:
     """How long a process waits for its slots of the server budget, in seconds."""
-    found = _lookup("SERVER_BUDGET_TIMEOUT", None)
+    found = lookup("SERVER_BUDGET_TIMEOUT", None)
     if found is None:
         return DEFAULT_SERVER_BUDGET_TIMEOUT
     return _seconds("SERVER_BUDGET_TIMEOUT", *found)
@@ -237,8 +242,24 @@ def server_budget_timeout() -> float:
 
 def total_budget() -> int | None:
     """SAFELIVE["TOTAL_MAX_CONNECTIONS"] or its environment variable, if set."""
-    found = _lookup("TOTAL_MAX_CONNECTIONS", None)
-    return None if found is None else _positive_int("TOTAL_MAX_CONNECTIONS", *found)
+    found = lookup("TOTAL_MAX_CONNECTIONS", None)
+    return None if found is None else positive_int("TOTAL_MAX_CONNECTIONS", *found)
+
+
+def resolve_options(owner: object | None = None) -> tuple[float, bool, bool]:
+    """DRAIN_TIMEOUT, TRACE and SESSION_PER_REQUEST for `owner`, in that order:
+    the settings that apply to any server, whatever its mode and budget."""
+    found = lookup("DRAIN_TIMEOUT", owner)
+    drain_timeout = (
+        DEFAULT_DRAIN_TIMEOUT if found is None else _seconds("DRAIN_TIMEOUT", *found)
+    )
+    found = lookup("TRACE", owner)
+    trace = False if found is None else _bool("TRACE", *found)
+    found = lookup("SESSION_PER_REQUEST", owner)
+    session_per_request = (
+        False if found is None else _bool("SESSION_PER_REQUEST", *found)
+    )
+    return drain_timeout, trace, session_per_request
 
 
 def resolve(owner: object | None = None, processes: int | None = None) -> Config:
@@ -251,41 +272,30 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
     and MAX_CONNECTIONS, when both are set.
     """
     processes = processes or process_count()
-    found = _lookup("MAX_CONNECTIONS", owner)
+    found = lookup("MAX_CONNECTIONS", owner)
     total = total_budget()
     if total is None:
         max_connections = (
             DEFAULT_MAX_CONNECTIONS
             if found is None
-            else _positive_int("MAX_CONNECTIONS", *found)
+            else positive_int("MAX_CONNECTIONS", *found)
         )
     else:
         max_connections = total // processes
         if found is not None:
             max_connections = min(
-                max_connections, _positive_int("MAX_CONNECTIONS", *found)
+                max_connections, positive_int("MAX_CONNECTIONS", *found)
             )
-    found = _lookup("MODE", owner)
-    mode = DEFAULT_MODE if found is None else _mode(*found)
-    found = _lookup("DRAIN_TIMEOUT", owner)
-    drain_timeout = (
-        DEFAULT_DRAIN_TIMEOUT if found is None else _seconds("DRAIN_TIMEOUT", *found)
-    )
-
-    found = _lookup("TRACE", owner)
-    trace = False if found is None else _bool("TRACE", *found)
-    found = _lookup("SESSION_PER_REQUEST", owner)
-    session_per_request = (
-        False if found is None else _bool("SESSION_PER_REQUEST", *found)
-    )
-
-    found = _lookup("WORKERS", owner)
+    found = lookup("MODE", owner)
+    mode = DEFAULT_MODE if found is None else parse_mode(*found)
+    drain_timeout, trace, session_per_request = resolve_options(owner)
+    found = lookup("WORKERS", owner)
     if mode == "single":
         workers = 1
     elif found is None:
         workers = max(1, min(DEFAULT_WORKERS, max_connections - 1))
     else:
-        workers = _positive_int("WORKERS", *found)
+        workers = positive_int("WORKERS", *found)
 
     # The test thread holds one session per alias besides the server's workers.
     needed = workers + 1
