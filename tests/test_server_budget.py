@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from django_safelive._core.server_budget import KEY
+from django_safelive._core.slot_holders import KEY
 from tests._cluster import Cluster
 from tests._sampler import PGHOST, PGPORT, Sampler, connect
 from tests._waiting import wait_for

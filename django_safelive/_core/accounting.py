@@ -147,10 +147,14 @@ def new_tag() -> str:
     return f"safelive:{os.getpid()}.{next(_counter)}"
 
 
-def tag_pid(application_name: str) -> int | None:
-    """The pid of the process whose server tagged `application_name`, if any."""
+def split_tag(application_name: str) -> tuple[str, int] | None:
+    """What precedes the tag in a tagged `application_name` (the application's
+    own name and the test), and the pid of the process whose server tagged it;
+    None for a session no django-safelive server opened."""
     found = _TAG.search(application_name)
-    return int(found.group(1)) if found else None
+    if found is None:
+        return None
+    return application_name[: found.start()].strip(), int(found.group(1))
 
 
 class SessionWindow:

@@ -272,20 +272,7 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
     and MAX_CONNECTIONS, when both are set.
     """
     processes = processes or process_count()
-    found = lookup("MAX_CONNECTIONS", owner)
-    total = total_budget()
-    if total is None:
-        max_connections = (
-            DEFAULT_MAX_CONNECTIONS
-            if found is None
-            else positive_int("MAX_CONNECTIONS", *found)
-        )
-    else:
-        max_connections = total // processes
-        if found is not None:
-            max_connections = min(
-                max_connections, positive_int("MAX_CONNECTIONS", *found)
-            )
+    max_connections = _process_budget(owner, processes)
     found = lookup("MODE", owner)
     mode = DEFAULT_MODE if found is None else parse_mode(*found)
     drain_timeout, trace, session_per_request = resolve_options(owner)
@@ -296,9 +283,35 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
         workers = max(1, min(DEFAULT_WORKERS, max_connections - 1))
     else:
         workers = positive_int("WORKERS", *found)
+    _check_room(max_connections, processes, mode, workers)
+    return Config(
+        max_connections=max_connections,
+        mode=mode,
+        workers=workers,
+        drain_timeout=drain_timeout,
+        trace=trace,
+        session_per_request=session_per_request,
+    )
 
-    # The test thread holds one session per alias besides the server's workers.
+
+def _process_budget(owner: object | None, processes: int) -> int:
+    """MAX_CONNECTIONS, or this process's share of TOTAL_MAX_CONNECTIONS."""
+    found = lookup("MAX_CONNECTIONS", owner)
+    total = total_budget()
+    if total is None:
+        if found is None:
+            return DEFAULT_MAX_CONNECTIONS
+        return positive_int("MAX_CONNECTIONS", *found)
+    share = total // processes
+    if found is None:
+        return share
+    return min(share, positive_int("MAX_CONNECTIONS", *found))
+
+
+def _check_room(max_connections: int, processes: int, mode: str, workers: int) -> None:
+    """Refuse a budget too small for the workers plus the test thread."""
     needed = workers + 1
+    total = total_budget()
     if total is not None and total // processes < needed:
         across, fewer = split_across(processes)
         raise ImproperlyConfigured(
@@ -317,14 +330,6 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
             f"Raise MAX_CONNECTIONS to {needed} or more"
             + (", or lower WORKERS." if workers > 1 else ".")
         )
-    return Config(
-        max_connections=max_connections,
-        mode=mode,
-        workers=workers,
-        drain_timeout=drain_timeout,
-        trace=trace,
-        session_per_request=session_per_request,
-    )
 
 
 def pool_sizes(settings_dict: Mapping[str, Any]) -> tuple[int, int] | None:

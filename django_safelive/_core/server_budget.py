@@ -32,9 +32,8 @@ from django.db.backends.base.base import NO_DB_ALIAS
 from django_safelive._core.checks import SERVER_SLOTS, ServerSlots
 from django_safelive._core.config import server_budget, server_budget_timeout
 from django_safelive._core.exceptions import ServerBudgetExhausted
+from django_safelive._core.slot_holders import KEY, slot_holders
 
-# The first half of the two-int advisory lock key: "SAFE" in ASCII, as an int4.
-KEY = 0x53414645
 # How often a waiting process tries again, and reports that it waits.
 POLL = 0.25
 PROGRESS_EVERY = 10.0
@@ -287,7 +286,7 @@ def _take(
                 budget=budget,
                 wanted=wanted,
                 timeout=timeout,
-                holders=_holders(coordinator),
+                holders=slot_holders(coordinator.query),
             )
         if now - reported >= PROGRESS_EVERY:
             reported = now
@@ -295,50 +294,11 @@ def _take(
                 f"django-safelive: waiting for {wanted} of the {budget} session "
                 f"slots of SERVER_BUDGET on {_name(coordinator.server)} "
                 f"({now - started:.0f}s of {timeout:g}s); held by: "
-                + "; ".join(_holders(coordinator) or ["(none)"]),
+                + "; ".join(slot_holders(coordinator.query) or ["(none)"]),
                 file=sys.stderr,
                 flush=True,
             )
         time.sleep(POLL)
-
-
-_HOLDERS = f"""
-    SELECT a.pid, coalesce(a.client_hostname, host(a.client_addr), 'local socket'),
-           a.application_name, count(*)
-    FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
-    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {KEY}
-      AND l.objsubid = 2 AND l.database = (
-          SELECT oid FROM pg_database WHERE datname = current_database())
-    GROUP BY a.pid, a.client_hostname, a.client_addr, a.application_name
-    ORDER BY min(a.backend_start)
-"""
-# The tests the holders' sessions are running, from their application_name tags.
-_TAGGED = """
-    SELECT application_name FROM pg_stat_activity
-    WHERE application_name LIKE '%safelive:%'
-"""
-
-
-def _holders(coordinator: _Coordinator) -> list[str]:
-    """Who holds slots, as the server knows them: host, backend pid, the
-    coordinator's application_name, slots, and the tests it runs."""
-    names = [str(name) for (name,) in coordinator.query(_TAGGED)]
-    described = []
-    for pid, host, name, slots in coordinator.query(_HOLDERS):
-        client = str(name).split(":", 1)[-1].split("@", 1)[0]
-        tests = sorted(
-            {
-                tagged.split(f"safelive:{client}.", 1)[0].strip()
-                for tagged in names
-                if f"safelive:{client}." in tagged
-            }
-            - {""}
-        )
-        running = f", running {', '.join(tests)}" if tests else ""
-        described.append(
-            f"host {host}, backend pid {pid}, {name!r}, {slots} slot(s){running}"
-        )
-    return described
 
 
 def _forget_inherited() -> None:
