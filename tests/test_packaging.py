@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import django_safelive
 
@@ -75,3 +81,28 @@ def test_api_reference_covers_every_public_module() -> None:
         assert f".. automodule:: {module.__name__}\n   :members:" in api
         for name in module.__all__:
             assert inspect.getdoc(getattr(module, name)), f"{module.__name__}.{name}"
+
+
+@pytest.mark.once
+def test_schemathesis_extra_installs_what_its_module_imports(tmp_path: Path) -> None:
+    """A clean venv with only django-safelive[schemathesis] imports its module."""
+    uv = shutil.which("uv")
+    assert uv, "uv is not on PATH: install it as the README says (pip install uv)"
+    run = functools.partial(subprocess.run, check=True, capture_output=True, text=True)
+    run([uv, "build", "--wheel", "--out-dir", str(tmp_path), str(ROOT)])
+    (wheel,) = tmp_path.glob("django_safelive-*.whl")
+    venv = tmp_path / "venv"
+    run([uv, "venv", "--python", sys.executable, str(venv)])
+    python = venv / "bin" / "python"
+    run([uv, "pip", "install", "--python", str(python), f"{wheel}[schemathesis]"])
+    imported = run(
+        [
+            str(python),
+            "-c",
+            "import sys, django_safelive.schemathesis; "
+            "print(sorted(m for m in sys.modules if m.startswith('django_safelive')))",
+        ],
+        cwd=tmp_path,
+    ).stdout
+    assert "django_safelive.schemathesis" in imported
+    assert "django_safelive._tools" not in imported
