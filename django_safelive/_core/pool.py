@@ -265,8 +265,8 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         """Close idle sockets, drain, and join the workers.
 
         Returns the error describing requests still running after `timeout`,
-        instead of raising it, so the caller can end their database sessions
-        before reporting.
+        or workers that had not exited by then, instead of raising it, so the
+        caller can end their database sessions before reporting.
         """
         self._watcher.close()
         stuck: RequestStuck | None = None
@@ -276,14 +276,30 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
             stuck = error
         for _ in self._workers:
             self._work.put(_STOP)
-        deadline = time.monotonic() + (0 if stuck else timeout)
-        for worker in self._workers:
-            worker.join(max(0.0, deadline - time.monotonic()))
-        return stuck
+        if stuck is not None:
+            # The caller ends the stuck requests' sessions, then joins.
+            return stuck
+        return self.join_workers(timeout, "its workers were asked to exit")
 
-    def join_workers(self, timeout: float) -> bool:
-        """Wait up to `timeout` for the workers to exit; True if all did."""
+    def join_workers(self, timeout: float, when: str) -> RequestStuck | None:
+        """Wait up to `timeout` for the workers to exit; if some did not, the
+        error naming each and the request it is serving."""
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
-        return not any(worker.is_alive() for worker in self._workers)
+        alive = [worker for worker in self._workers if worker.is_alive()]
+        if not alive:
+            return None
+        return RequestStuck(timeout=timeout, requests=self._describe(alive), when=when)
+
+    def _describe(self, workers: list[threading.Thread]) -> list[str]:
+        """What each of `workers`, still alive, is doing."""
+        now = time.monotonic()
+        with self._state:
+            running = {flight.worker: flight for flight in self._running.values()}
+        return [
+            running[worker.name].describe(now)
+            if worker.name in running
+            else f"{worker.name}, closing its database connections"
+            for worker in workers
+        ]

@@ -63,9 +63,9 @@ class SafeLiveServerThread(LiveServerThread):
     def terminate(self) -> None:
         """Stop accepting, drain and join the workers, then end the thread.
 
-        A request still running after the drain timeout is recorded in
-        ``self.stuck`` rather than raised, so the caller can end its database
-        session before failing.
+        A request still running after the drain timeout, or a worker that has
+        not exited by then, is recorded in ``self.stuck`` rather than raised,
+        so the caller can end its database session before failing.
         """
         if self.is_ready.is_set() and hasattr(self, "httpd"):
             self.httpd.shutdown()
