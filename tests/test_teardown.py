@@ -14,21 +14,42 @@ from unittest import mock
 
 from django.db import connections
 from django.db.utils import ConnectionHandler
-from django.test import TransactionTestCase
+from django.http import HttpRequest, JsonResponse
+from django.test import TransactionTestCase, override_settings
+from django.urls import path
 
 from django_safelive import (
     LiveServerTestCase,
+    RequestStuck,
     SafeLiveServerThread,
     SessionsLeftBehind,
 )
+from django_safelive._core import lifecycle
 from tests import _pg
 from tests._clients import get
+from tests._waiting import DEADLINE, wait_for
 from tests.test_faults import server_threads
 from tests.testapp import views
 
 # How long each worker takes to exit once its sessions are closed, in the first
 # test: far longer than stopping the server takes without waiting for them.
 SLOW_EXIT = 1.0
+
+
+# Set by the test to let /block/ answer, and by /block/ once it is waiting.
+release_block = threading.Event()
+block_entered = threading.Event()
+
+
+def block(request: HttpRequest) -> JsonResponse:
+    """Wait, touching no database, until the test releases it: ending the
+    server's sessions does not end this request."""
+    block_entered.set()
+    release_block.wait(DEADLINE)
+    return JsonResponse({"released": True})
+
+
+urlpatterns = [path("block/", block)]
 
 
 def live_server_class() -> type[LiveServerTestCase]:
@@ -39,6 +60,22 @@ def live_server_class() -> type[LiveServerTestCase]:
             """Never runs: the tests drive the class by hand."""
 
     return Served
+
+
+def single_worker_class() -> type[LiveServerTestCase]:
+    """A fresh single-mode class that waits 0.2 s for its requests to drain."""
+    served = live_server_class()
+    served.server_mode = "single"
+    served.drain_timeout = 0.2
+    return served
+
+
+def stop_with_short_waits(served: type[LiveServerTestCase]) -> list[BaseException]:
+    """Stop `served`, its workers given 0.2 s to exit; the errors it records."""
+    with mock.patch.object(lifecycle, "EXIT_GRACE", 0.2):
+        served.tearDownClass()
+        served.doClassCleanups()
+    return [error for _, error, _ in served.tearDown_exceptions]  # type: ignore[attr-defined]
 
 
 class StopTests(TransactionTestCase):
@@ -92,6 +129,61 @@ class StopTests(TransactionTestCase):
         self.assertEqual(_pg.server_sessions(), [])
         # This thread's own connection still works: only the server's was ended.
         connections["default"].ensure_connection()
+
+
+@override_settings(ROOT_URLCONF=__name__)
+class WorkerExitTests(TransactionTestCase):
+    databases = {"default"}
+
+    def test_a_worker_still_serving_is_reported(self) -> None:
+        """A worker still serving a request after its sessions were ended and
+        it was told to exit fails the test, naming it and its request."""
+        served = single_worker_class()
+        before = frozenset(threading.enumerate())
+        release_block.clear()
+        block_entered.clear()
+        served.setUpClass()
+        client = threading.Thread(
+            target=get, args=(f"{served.live_server_url}/block/",)
+        )
+        try:
+            client.start()
+            self.assertTrue(wait_for(block_entered.is_set))
+            errors = stop_with_short_waits(served)
+        finally:
+            release_block.set()
+            client.join(DEADLINE)
+        self.assertTrue(wait_for(lambda: not server_threads(before)))
+        self.assertEqual([type(error) for error in errors], [RequestStuck])
+        notes = getattr(errors[0], "__notes__", [])
+        self.assertEqual(len(notes), 1, notes)
+        self.assertIn("after its workers' sessions were ended", notes[0])
+        self.assertIn("GET /block/ on safelive-worker-1", notes[0])
+
+    def test_a_worker_slow_to_exit_is_reported(self) -> None:
+        """A worker that has not exited within the drain timeout, though it
+        serves no request, fails the test, naming it."""
+        close_all: Callable[[ConnectionHandler], None] = ConnectionHandler.close_all
+        exit_released = threading.Event()
+
+        def stuck_close_all(self: ConnectionHandler) -> None:
+            close_all(self)
+            if threading.current_thread().name.startswith("safelive-worker"):
+                exit_released.wait(DEADLINE)
+
+        served = single_worker_class()
+        before = frozenset(threading.enumerate())
+        served.setUpClass()
+        try:
+            with mock.patch.object(ConnectionHandler, "close_all", stuck_close_all):
+                errors = stop_with_short_waits(served)
+        finally:
+            exit_released.set()
+        self.assertTrue(wait_for(lambda: not server_threads(before)))
+        self.assertEqual([type(error) for error in errors], [RequestStuck])
+        message = str(errors[0])
+        self.assertIn("after its workers were asked to exit", message)
+        self.assertIn("safelive-worker-1, closing its database connections", message)
 
 
 class ResetTests(TransactionTestCase):

@@ -259,6 +259,19 @@ class ServerAccount:
         )
         raise error
 
+    def adopt(self, key: int, holder: Holder) -> None:
+        """Count an open session another account (or none) counted until now:
+        the test thread's, when this server starts or another one stops."""
+        with self._lock:
+            self._holders[key] = holder
+            count = sum(1 for h in self._holders.values() if h.alias == holder.alias)
+            self.peaks[holder.alias] = max(self.peaks.get(holder.alias, 0), count)
+
+    def hand_over(self, key: int) -> Holder | None:
+        """Stop counting the still open session of connection `key`."""
+        with self._lock:
+            return self._holders.pop(key, None)
+
     def close(self, key: int, *, confirmed: bool) -> None:
         """The session of connection `key` closed; `confirmed` when its
         backend's exit was seen (or there is none to wait for)."""

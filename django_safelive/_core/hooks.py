@@ -140,19 +140,44 @@ class _Registry:
         finally:
             with self._lock:
                 self.accounts.remove(account)
-                for key in [k for k, a in self._owners.items() if a is account]:
-                    del self._owners[key]
+                self._hand_back(account)
 
     def _adopt_test_thread_sessions(self, account: ServerAccount) -> None:
-        """Count the sessions the test thread opened before it was watched."""
+        """Count the sessions the test thread has open in `account`: those
+        opened before any server watched, and those another server counted
+        (it gets them back when this one stops)."""
         for wrapper in connections.all(initialized_only=True):
             key = id(wrapper)
-            if wrapper.connection is None or key in self._owners:
+            if wrapper.connection is None:
                 continue
-            # Opened before we watched: its stack is not known.
-            holder = account.open(key, wrapper.alias, TEST_THREAD, None, trace=False)
-            holder.backend, holder.pid = backend_id(wrapper.vendor, wrapper.connection)
+            owner = self._owners.get(key)
+            holder = owner.hand_over(key) if owner is not None else None
+            if holder is None:
+                # Opened before we watched: its stack is not known.
+                holder = Holder(
+                    alias=wrapper.alias,
+                    thread_name=threading.current_thread().name,
+                    thread_ident=threading.get_ident(),
+                    role=TEST_THREAD,
+                    request=None,
+                )
+                holder.backend, holder.pid = backend_id(
+                    wrapper.vendor, wrapper.connection
+                )
+            account.adopt(key, holder)
             self._own(key, wrapper, account)
+
+    def _hand_back(self, account: ServerAccount) -> None:
+        """`account`'s server stopped: its test thread's open sessions go back
+        to the server that runs tests on that thread still, if any."""
+        heirs = [a for a in self.accounts if a.test_thread == account.test_thread]
+        for key in [k for k, owner in self._owners.items() if owner is account]:
+            holder = account.hand_over(key)
+            if heirs and holder is not None and holder.role == TEST_THREAD:
+                heirs[-1].adopt(key, holder)
+                self._owners[key] = heirs[-1]
+            else:
+                del self._owners[key]
 
     @contextmanager
     def window(self, alias: str) -> Iterator[SessionWindow]:

@@ -90,11 +90,15 @@ def finish(
     if stuck is not None:
         stuck = with_holders(stuck, aliases, account)
     left_behind = end_server_sessions(aliases, account, terminate_now=stuck is not None)
+    not_exited = None
     if stuck is not None and isinstance(thread, SafeLiveServerThread):
-        # Their sessions are gone, so the stuck views fail and the workers exit.
-        thread.httpd.join_workers(EXIT_GRACE)
+        # Their sessions are gone, so the stuck views fail and the workers exit;
+        # a worker that still does not (a view waiting on no database) is named.
+        not_exited = thread.httpd.join_workers(
+            EXIT_GRACE, "its workers' sessions were ended and they were told to exit"
+        )
     close_pools(aliases)
-    raise_first(stuck, *left_behind, *account.take_violations())
+    raise_first(stuck, not_exited, *left_behind, *account.take_violations())
 
 
 def with_holders(

@@ -1,0 +1,173 @@
+"""Keep-alive at no worker's cost: the request handler and the idle-socket watcher.
+
+A worker serves the requests a client has already sent, then gives the socket
+back to the watcher, which holds it until the client sends more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any, cast
+
+from django.test.testcases import QuietWSGIRequestHandler
+
+Address = Any
+Request = tuple[socket.socket, Address]
+
+
+class _HandlerState(threading.local):
+    # Set by the request handler: give the socket back to the idle watcher.
+    keep_alive: bool = False
+
+
+_handler_state = _HandlerState()
+
+
+def handle(
+    finish: Callable[[socket.socket, Address], None],
+    request: socket.socket,
+    client_address: Address,
+) -> bool:
+    """Serve `request` with `finish` (the server's ``finish_request``); whether
+    the client keeps the socket open for a next request."""
+    _handler_state.keep_alive = False
+    finish(request, client_address)
+    return _handler_state.keep_alive
+
+
+class SafeRequestHandler(QuietWSGIRequestHandler):
+    """Django's quiet live-server handler, with a socket timeout, that never
+    waits on an idle keep-alive socket.
+
+    The timeout bounds how long a client that stops sending mid-request can
+    occupy a worker.
+    """
+
+    timeout = 10
+    # With keep-alive, Nagle's algorithm and the client's delayed ACK would hold
+    # each small response back ~40 ms (Django's server pays that too).
+    disable_nagle_algorithm = True
+
+    def handle(self) -> None:
+        """Serve one request, and any the client has already sent after it;
+        then give a keep-alive socket back to the server's idle watcher rather
+        than wait for the client's next request, as Django's handler does."""
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection and self._request_waiting():
+            self.handle_one_request()
+        if self.close_connection:
+            with contextlib.suppress(AttributeError, OSError):
+                self._socket.shutdown(socket.SHUT_WR)
+        else:
+            _handler_state.keep_alive = True
+
+    def _request_waiting(self) -> bool:
+        """Whether the client has sent more already, read without waiting, so
+        that nothing buffered is lost when the socket goes back to the watcher."""
+        self._socket.setblocking(False)
+        try:
+            return bool(self.rfile.peek(1))  # type: ignore[attr-defined]
+        except OSError:
+            return False
+        finally:
+            self._socket.settimeout(self.timeout)
+
+    @property
+    def _socket(self) -> socket.socket:
+        return cast(socket.socket, self.connection)
+
+
+class IdleWatcher:
+    """Hold accepted sockets, at no worker's cost, until they have data to read.
+
+    Browsers open speculative connections they may never use; handing such a
+    socket straight to a worker would block that worker (and its database
+    session) until the socket closed.
+    """
+
+    def __init__(self, dispatch: Callable[[socket.socket, Address], None]) -> None:
+        self._dispatch = dispatch
+        self._selector = selectors.DefaultSelector()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._selector.register(self._wake_reader, selectors.EVENT_READ)
+        self._lock = threading.Lock()
+        self._incoming: list[Request] = []
+        self._closing = False
+        self._thread = threading.Thread(
+            target=self._run, name="safelive-idle-watcher", daemon=True
+        )
+        self._thread.start()
+
+    def watch(self, request: socket.socket, client_address: Address) -> None:
+        with self._lock:
+            if self._closing:  # stopping: nothing will read it any more
+                close_socket(request)
+                return
+            self._incoming.append((request, client_address))
+        self._wake_writer.send(b"\0")
+
+    def _run(self) -> None:
+        while True:
+            for key, _events in self._selector.select():
+                if key.fileobj is self._wake_reader:
+                    self._drain_wake_ups()
+                else:
+                    self._readable(cast(socket.socket, key.fileobj), key.data)
+            with self._lock:
+                if self._closing:
+                    return
+                incoming, self._incoming = self._incoming, []
+            for request, client_address in incoming:
+                self._selector.register(request, selectors.EVENT_READ, client_address)
+
+    def _drain_wake_ups(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_reader.recv(4096):
+                pass
+
+    def _readable(self, request: socket.socket, client_address: Address) -> None:
+        self._selector.unregister(request)
+        if peek(request) == b"":  # closed by the client: no worker needed
+            close_socket(request)
+        else:
+            self._dispatch(request, client_address)
+
+    def close(self) -> None:
+        """Stop watching and close every socket that never sent a request."""
+        with self._lock:
+            self._closing = True
+            leftover = [request for request, _ in self._incoming]
+            self._incoming = []
+        self._wake_writer.send(b"\0")
+        self._thread.join()
+        for key in list(self._selector.get_map().values()):
+            if key.fileobj is not self._wake_reader:
+                leftover.append(cast(socket.socket, key.fileobj))
+        for request in leftover:
+            close_socket(request)
+        self._selector.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
+
+def peek(request: socket.socket) -> bytes | None:
+    """The first byte waiting on `request`, left unread: b"" when the client
+    closed (or reset) the connection, None when nothing has arrived yet."""
+    try:
+        return request.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+    except OSError:  # reset by the client
+        return b""
+
+
+def close_socket(request: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        request.shutdown(socket.SHUT_RDWR)
+    request.close()

@@ -1,0 +1,310 @@
+"""Django's ``WSGIServer`` serving requests from a fixed pool of worker threads."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from django.core.servers.basehttp import WSGIServer
+from django.db import connections
+
+from django_safelive._core import keepalive, selfcalls, worker_sessions
+from django_safelive._core.accounting import (
+    SERVER_WORKER,
+    ServerAccount,
+    bind_thread,
+    describe_request,
+    set_current_request,
+)
+from django_safelive._core.exceptions import RequestStuck
+from django_safelive._core.keepalive import Address, Request
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+
+@dataclass
+class _InFlight:
+    worker: str
+    client: str
+    started: float
+    request: str | None = None
+
+    def describe(self, now: float) -> str:
+        what = self.request or f"a request not yet read from {self.client}"
+        return f"{what} on {self.worker}, running for {now - self.started:.1f}s"
+
+
+class _Reset:
+    """A work item telling one worker to close its database connections."""
+
+    def __init__(self, barrier: threading.Barrier) -> None:
+        self.barrier = barrier
+
+
+_STOP = object()
+
+
+class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """Django's ``WSGIServer`` serving requests from a fixed pool of workers.
+
+    It overrides ``ThreadingMixIn.process_request``, so no thread is started per
+    connection; the mixin is there because Django's ``ServerHandler`` keeps a
+    connection alive only for a threaded server. A keep-alive socket goes back
+    to the idle watcher after each response, so no socket idling in keep-alive
+    holds a worker and its database session. Requests beyond the pool's size
+    wait in a queue.
+    """
+
+    # Clients beyond the pool wait, they are not refused: before the listener
+    # accepts them they wait in the kernel's backlog, which at Django's 10
+    # overflows under a burst of connections and resets some of them.
+    request_queue_size = socket.SOMAXCONN
+    # What the self-call check watches while the server listens; none until
+    # the server is bound (socketserver closes it when binding fails).
+    _watches: tuple[selfcalls.SingleWorker | selfcalls.SharedConnection, ...] = ()
+
+    def __init__(
+        self,
+        *args: Any,
+        workers: int,
+        account: ServerAccount,
+        connections_override: dict[str, Any] | None = None,
+        session_per_request: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.account = account
+        self.session_per_request = session_per_request
+        self.connections_override = connections_override or {}
+        own = selfcalls.OwnAddress(self.server_address)
+        self._single = selfcalls.SingleWorker(own) if workers == 1 else None
+        # An in-memory SQLite connection is shared by the test thread and every
+        # worker, as in Django: requests on it are served one at a time.
+        self._shared = (
+            selfcalls.SharedConnection(own) if self.connections_override else None
+        )
+        self._watches = tuple(w for w in (self._single, self._shared) if w is not None)
+        selfcalls.watch(*self._watches)
+        self._work: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._state = threading.Condition()
+        self._queued = 0
+        self._running: dict[int, _InFlight] = {}
+        self._workers = [
+            threading.Thread(
+                target=self._work_loop,
+                name=f"safelive-worker-{number}",
+                daemon=True,
+            )
+            for number in range(1, workers + 1)
+        ]
+        for worker in self._workers:
+            worker.start()
+        self._watcher = keepalive.IdleWatcher(self._enqueue)
+
+    # -- socketserver hooks -------------------------------------------------
+    def serve_forever(self, poll_interval: float = 0.05) -> None:
+        # shutdown() waits until the loop notices it: at socketserver's default
+        # of 0.5 s, stopping the server would cost every test class that long.
+        super().serve_forever(poll_interval)
+
+    def server_close(self) -> None:
+        """Stop listening; from then on no connection reaches the server, so
+        none of its workers' connections is checked any more."""
+        super().server_close()
+        selfcalls.unwatch(*self._watches)
+
+    def process_request(self, request: Any, client_address: Address) -> None:
+        # Most clients send their request right after connecting: when it is
+        # already here, it goes straight to the workers, saving a hand-off to
+        # the idle watcher and back. A socket with nothing to read yet (a
+        # browser's speculative connection, say) waits in the watcher.
+        first = keepalive.peek(request)
+        if first is None:
+            self._watcher.watch(request, client_address)
+        elif first:
+            self._enqueue(request, client_address)
+        else:  # closed by the client before it sent anything
+            keepalive.close_socket(request)
+
+    def set_app(self, application: WSGIApplication | None) -> None:
+        assert application is not None
+
+        def tracked(
+            environ: WSGIEnvironment, start_response: StartResponse
+        ) -> Iterable[bytes]:
+            request = describe_request(
+                environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+            )
+            set_current_request(request)
+            with self._state:
+                in_flight = self._running.get(threading.get_ident())
+                if in_flight is not None:
+                    in_flight.request = request
+            return application(environ, start_response)
+
+        super().set_app(tracked)
+
+    # -- the pool -----------------------------------------------------------
+    def _enqueue(self, request: socket.socket, client_address: Address) -> None:
+        with self._state:
+            self._queued += 1
+        self._work.put((request, client_address))
+
+    def _work_loop(self) -> None:
+        bind_thread(self.account, SERVER_WORKER)
+        worker_sessions.keep_sessions(not self.session_per_request)
+        selfcalls.serve_as(self._single)
+        for alias, conn in self.connections_override.items():
+            connections[alias] = conn
+        try:
+            while True:
+                item = self._work.get()
+                if item is _STOP:
+                    return
+                if isinstance(item, _Reset):
+                    connections.close_all()
+                    # A broken barrier means the caller gave up waiting; carry on.
+                    with contextlib.suppress(threading.BrokenBarrierError):
+                        item.barrier.wait()
+                    continue
+                request, client_address = cast(Request, item)
+                self._serve(request, client_address)
+        finally:
+            connections.close_all()
+
+    def _serve(self, request: socket.socket, client_address: Address) -> None:
+        self._started(client_address)
+        keep_alive = False
+        try:
+            shared = self._shared
+            with shared.serving(client_address) if shared else contextlib.nullcontext():
+                keep_alive = keepalive.handle(
+                    self.finish_request, request, client_address
+                )
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            try:
+                if keep_alive:
+                    # Idle until the client's next request, at no worker's cost.
+                    self._watcher.watch(request, client_address)
+                else:
+                    self.shutdown_request(request)
+                worker_sessions.after_request(
+                    session_per_request=self.session_per_request,
+                    shared=self.connections_override,
+                )
+            except Exception:
+                # A session ended under us (pg_terminate_backend, a restart) must
+                # neither kill the worker nor leave the request counted as running.
+                self.handle_error(request, client_address)
+            finally:
+                set_current_request(None)
+                self._finished()
+
+    def _started(self, client_address: Address) -> None:
+        with self._state:
+            self._queued -= 1
+            self._running[threading.get_ident()] = _InFlight(
+                worker=threading.current_thread().name,
+                client=f"{client_address[0]}:{client_address[1]}",
+                started=time.monotonic(),
+            )
+
+    def _finished(self) -> None:
+        with self._state:
+            del self._running[threading.get_ident()]
+            self._state.notify_all()
+
+    # -- what the test thread asks ------------------------------------------
+    def in_flight(self) -> list[str]:
+        """Describe the requests queued or running right now."""
+        now = time.monotonic()
+        with self._state:
+            running = [flight.describe(now) for flight in self._running.values()]
+            queued = self._queued
+        if queued:
+            running.append(f"{queued} accepted request(s) waiting for a worker")
+        return running
+
+    def wait_idle(self, timeout: float, when: str) -> None:
+        """Wait until no request is queued or running; raise RequestStuck if not."""
+        with self._state:
+            idle = self._state.wait_for(
+                lambda: not self._queued and not self._running, timeout
+            )
+        if not idle:
+            raise RequestStuck(timeout=timeout, requests=self.in_flight(), when=when)
+
+    def reset(self, timeout: float) -> None:
+        """Drain in-flight requests, then make every worker close its connections.
+
+        Then raise the first call the only worker made to the server itself
+        since the last reset, if any (the view may have swallowed it).
+        """
+        self.wait_idle(timeout, "the test asked for a reset")
+        barrier = threading.Barrier(len(self._workers) + 1)
+        for _ in self._workers:
+            self._work.put(_Reset(barrier))
+        try:
+            barrier.wait(timeout)
+        except threading.BrokenBarrierError:
+            raise RequestStuck(
+                timeout=timeout,
+                requests=self.in_flight(),
+                when="the workers were asked to close their connections",
+            ) from None
+        refused = self._single.take_refused() if self._single else None
+        if refused is not None:
+            raise refused
+
+    def stop_workers(self, timeout: float) -> RequestStuck | None:
+        """Close idle sockets, drain, and join the workers.
+
+        Returns the error describing requests still running after `timeout`,
+        or workers that had not exited by then, instead of raising it, so the
+        caller can end their database sessions before reporting.
+        """
+        self._watcher.close()
+        stuck: RequestStuck | None = None
+        try:
+            self.wait_idle(timeout, "the live server was asked to stop")
+        except RequestStuck as error:
+            stuck = error
+        for _ in self._workers:
+            self._work.put(_STOP)
+        if stuck is not None:
+            # The caller ends the stuck requests' sessions, then joins.
+            return stuck
+        return self.join_workers(timeout, "its workers were asked to exit")
+
+    def join_workers(self, timeout: float, when: str) -> RequestStuck | None:
+        """Wait up to `timeout` for the workers to exit; if some did not, the
+        error naming each and the request it is serving."""
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        alive = [worker for worker in self._workers if worker.is_alive()]
+        if not alive:
+            return None
+        return RequestStuck(timeout=timeout, requests=self._describe(alive), when=when)
+
+    def _describe(self, workers: list[threading.Thread]) -> list[str]:
+        """What each of `workers`, still alive, is doing."""
+        now = time.monotonic()
+        with self._state:
+            running = {flight.worker: flight for flight in self._running.values()}
+        return [
+            running[worker.name].describe(now)
+            if worker.name in running
+            else f"{worker.name}, closing its database connections"
+            for worker in workers
+        ]
