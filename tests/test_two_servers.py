@@ -7,10 +7,13 @@ sessions, as PostgreSQL sees them.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from django.db import connection
 
-from django_safelive import LiveServerTestCase
+from django_safelive import LiveServerTestCase, SessionBudgetExceeded
+from django_safelive._core.accounting import ServerAccount
 from django_safelive._core.hooks import registry
 from django_safelive._pytest_server import SafeLiveServer
 from tests._clients import concurrently, get
@@ -77,3 +80,34 @@ class TwoServersTests(LiveServerTestCase):
         self.assertTrue(wait_for(lambda: not self.alive(their_pid)))
         self.assertTrue(self.alive(our_pid))
         self.assertEqual(self.session(self.live_server_url)[0], our_pid)
+
+
+def test_a_server_started_later_counts_the_test_threads_session(
+    safe_live_server: SafeLiveServer,
+) -> None:
+    """The test's open session counts in the server started last, then goes back."""
+    connection.ensure_connection()
+    first, second = safe_live_server.thread.account, ServerAccount(1)
+
+    def test_thread_sessions(account: ServerAccount) -> int:
+        return sum(holder.role == "test thread" for holder in account.holders())
+
+    errors: list[BaseException] = []
+
+    def query() -> None:
+        try:
+            connection.ensure_connection()
+        except SessionBudgetExceeded as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    with registry.activate(second):
+        assert (test_thread_sessions(first), test_thread_sessions(second)) == (0, 1)
+        # Its budget of one is the test's session: another thread is refused.
+        other = threading.Thread(target=query)
+        other.start()
+        other.join()
+        assert len(errors) == 1
+        second.take_violations()
+    assert test_thread_sessions(first) == 1
