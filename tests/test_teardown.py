@@ -25,6 +25,7 @@ from django_safelive import (
     SessionsLeftBehind,
 )
 from django_safelive._core import lifecycle
+from django_safelive._core.exceptions import WorkersDidNotExit
 from tests import _pg
 from tests._clients import get
 from tests._waiting import DEADLINE, wait_for
@@ -180,8 +181,9 @@ class WorkerExitTests(TransactionTestCase):
         finally:
             exit_released.set()
         self.assertTrue(wait_for(lambda: not server_threads(before)))
-        self.assertEqual([type(error) for error in errors], [RequestStuck])
+        self.assertEqual([type(error) for error in errors], [WorkersDidNotExit])
         message = str(errors[0])
+        self.assertIn("1 live-server worker(s) had not exited", message)
         self.assertIn("after its workers were asked to exit", message)
         self.assertIn("safelive-worker-1, closing its database connections", message)
 

@@ -75,6 +75,24 @@ class RequestStuck(SafeLiveError):
         )
 
 
+class WorkersDidNotExit(RequestStuck):
+    """Live-server workers were still alive when the server had stopped: a
+    ``RequestStuck`` whose ``requests`` say what each worker was doing."""
+
+    def __init__(self, *, timeout: float, workers: Sequence[str], when: str) -> None:
+        self.timeout = timeout
+        self.requests = list(workers)
+        self.when = when
+        self.holders = []
+        listing = "\n".join(f"  - {worker}" for worker in workers)
+        SafeLiveError.__init__(
+            self,
+            f"{len(workers)} live-server worker(s) had not exited {timeout:g}s "
+            f"after {when}:\n{listing}\nA view is still running, or waits on "
+            "something other than the database (a lock, a queue, a socket).",
+        )
+
+
 class SessionsLeftBehind(SafeLiveError):
     """Server sessions were still open in the database after the server stopped."""
 

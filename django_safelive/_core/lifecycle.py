@@ -17,6 +17,7 @@ from django_safelive._core.exceptions import (
     RequestStuck,
     SafeLiveError,
     SessionsLeftBehind,
+    WorkersDidNotExit,
 )
 from django_safelive._core.server import SafeLiveServerThread
 
@@ -105,7 +106,9 @@ def with_holders(
     error: RequestStuck, aliases: Iterable[str], account: ServerAccount
 ) -> RequestStuck:
     """`error`, listing the server's sessions open on `aliases` now, while it
-    is stuck."""
+    is stuck. Workers that did not exit are reported as they are."""
+    if isinstance(error, WorkersDidNotExit):
+        return error
     aliases = set(aliases)
     return RequestStuck(
         timeout=error.timeout,

@@ -23,7 +23,7 @@ from django_safelive._core.accounting import (
     describe_request,
     set_current_request,
 )
-from django_safelive._core.exceptions import RequestStuck
+from django_safelive._core.exceptions import RequestStuck, WorkersDidNotExit
 from django_safelive._core.keepalive import Address, Request
 
 if TYPE_CHECKING:
@@ -286,7 +286,7 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
             return stuck
         return self.join_workers(timeout, "its workers were asked to exit")
 
-    def join_workers(self, timeout: float, when: str) -> RequestStuck | None:
+    def join_workers(self, timeout: float, when: str) -> WorkersDidNotExit | None:
         """Wait up to `timeout` for the workers to exit; if some did not, the
         error naming each and the request it is serving."""
         deadline = time.monotonic() + timeout
@@ -295,7 +295,9 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         alive = [worker for worker in self._workers if worker.is_alive()]
         if not alive:
             return None
-        return RequestStuck(timeout=timeout, requests=self._describe(alive), when=when)
+        return WorkersDidNotExit(
+            timeout=timeout, workers=self._describe(alive), when=when
+        )
 
     def _describe(self, workers: list[threading.Thread]) -> list[str]:
         """What each of `workers`, still alive, is doing."""
