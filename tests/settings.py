@@ -24,8 +24,6 @@ ROOT_URLCONF = "tests.testapp.urls"
 INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "tests.testapp",
-    # The demo's shop, so that mypy's Django plugin knows its model.
-    "django_safelive._tools.demo.apps.DemoConfig",
 ]
 # CommonMiddleware sets Content-Length, which lets Django's own server keep
 # sockets alive, as in real projects.

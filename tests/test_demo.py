@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,71 @@ def test_bad_arguments() -> None:
     status, output = demo("--max-connections", "2")
     assert status == 2
     assert "--max-connections must be at least 5" in output
+
+
+# Runs one live-server test of tests.settings under Django's test runner, then
+# prints whether it passed and which of the tools' modules are loaded.
+DJANGO_TEST_RUN = """
+import sys, unittest, urllib.request
+import django
+django.setup()
+from django.test.runner import DiscoverRunner
+from django_safelive import LiveServerTestCase
+from tests.testapp.views import TOKEN
+
+class Items(LiveServerTestCase):
+    def test_items(self):
+        request = urllib.request.Request(
+            self.live_server_url + "/items/",
+            headers={"Authorization": "Bearer " + TOKEN},
+        )
+        with urllib.request.urlopen(request) as response:
+            self.assertEqual(response.status, 200)
+
+runner = DiscoverRunner(verbosity=0, interactive=False)
+runner.setup_test_environment()
+databases = runner.setup_databases()
+try:
+    result = runner.run_suite(unittest.defaultTestLoader.loadTestsFromTestCase(Items))
+finally:
+    runner.teardown_databases(databases)
+    runner.teardown_test_environment()
+print("PASSED" if result.wasSuccessful() else "FAILED")
+print(sorted(name for name in sys.modules if name.startswith("django_safelive._tools")))
+"""
+
+
+def loaded_tools(*args: str, **env: str) -> list[str]:
+    """Run ``python -W error ARGS`` without pytest's environment; its stdout lines."""
+    base = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PYTEST_", "DJANGO_SETTINGS_MODULE"))
+    }
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", *args],
+        cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_importing_the_package_loads_no_tool() -> None:
+    """``import django_safelive`` imports none of the command-line tools' modules."""
+    script = (
+        "import sys, django_safelive\n"
+        "print([m for m in sys.modules if m.startswith('django_safelive._tools')])"
+    )
+    assert loaded_tools("-c", script) == ["[]"]
+
+
+def test_a_django_test_run_loads_no_tool() -> None:
+    """A live-server test run on tests.settings loads none of the tools' modules."""
+    lines = loaded_tools(
+        "-c",
+        DJANGO_TEST_RUN,
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        SAFELIVE_TEST_DB="postgres",
+        SAFELIVE_TEST_DB_NAME=f"test_safelive_notools_{uuid.uuid4().hex[:8]}",
+    )
+    assert lines == ["PASSED", "[]"]

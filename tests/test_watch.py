@@ -19,16 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from django_safelive._tools.watch import (
-    APPLICATION_NAME,
-    Row,
-    Sample,
-    Timeline,
-    breakdown,
-    render_report,
-    sparkline,
-    target_from_url,
-)
+from django_safelive._tools.watch.report import breakdown, render_report, sparkline
+from django_safelive._tools.watch.sampling import Row, Sample, Timeline
+from django_safelive._tools.watch.target import APPLICATION_NAME, target_from_url
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = os.environ.get("PGHOST", "127.0.0.1")
@@ -349,11 +342,16 @@ def test_psycopg2_when_psycopg_3_is_missing(
             ["--database-url", "mysql://root:hunter2@127.0.0.1/x", *RUN_MARKER],
             "give a postgres:// or postgresql:// URL",
         ),
+        (
+            # urlsplit's error quotes the whole user:password@host part.
+            ["--database-url", "postgresql://u:hunter2@ho\u2100st/", *RUN_MARKER],
+            "bad database URL from --database-url: netloc 'u:***@ho",
+        ),
         (RUN_MARKER, "no database to watch: pass --database-url"),
     ],
     ids=[
         "nothing", "nothing-after-dashes", "no-dashes", "negative-interval",
-        "zero-interval", "unreachable", "mysql", "no-database",
+        "zero-interval", "unreachable", "mysql", "unparsable", "no-database",
     ],
 )  # fmt: skip
 def test_bad_input_exits_2(args: list[str], message: str) -> None:

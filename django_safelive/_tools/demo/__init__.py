@@ -20,20 +20,16 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from django_safelive._tools.cluster import Cluster, ClusterError
-from django_safelive._tools.watch import (
-    Sample,
-    Sampler,
-    Timeline,
-    WatchError,
-    connect,
-    plot_writer,
-    target_from_url,
-)
+from django_safelive._tools.messages import ToolError
+from django_safelive._tools.watch.plot import plot_writer
+from django_safelive._tools.watch.sampling import Sample, Sampler, Timeline
+from django_safelive._tools.watch.target import Target, connect, target_from_url
 
 DEFAULT_MAX_CONNECTIONS = 12
 RUNS = [
@@ -100,49 +96,27 @@ def _bad(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the suite on both servers and print the table; 0 if ours passed."""
     if args.max_connections < 5:
         return _bad("--max-connections must be at least 5 (3 are reserved).")
     if args.examples < 1:
         return _bad("--examples must be at least 1.")
     try:
         write_plot = plot_writer() if args.plot else None
-    except WatchError as error:
+    except ToolError as error:
         return _bad(str(error))
 
-    workdir = Path(tempfile.mkdtemp(prefix="safelive-demo-"))
-    cluster: Cluster | None = None
-    try:
-        if args.database_url:
-            url, where = args.database_url, "the PostgreSQL at --database-url"
-        else:
-            try:
-                cluster = Cluster(max_connections=args.max_connections)
-                print(
-                    "Starting a throwaway PostgreSQL with max_connections = "
-                    f"{args.max_connections}...",
-                    flush=True,
-                )
-                cluster.start()
-                url = cluster.url
-                where = (
-                    f"a throwaway PostgreSQL, max_connections = {args.max_connections}"
-                )
-            except ClusterError as error:
-                print(
-                    f"No PostgreSQL to run on: {error}.\nRunning on SQLite instead: "
-                    "sessions are counted in-process, and no server refuses them.",
-                    flush=True,
-                )
-                url, where = f"sqlite:///{workdir / 'demo.sqlite3'}", "SQLite"
-        outcomes = [
-            _run_suite(impl, label, url, args.examples, workdir) for impl, label in RUNS
-        ]
-    except WatchError as error:
-        return _bad(str(error))
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with ExitStack() as cleanup:
+        workdir = Path(tempfile.mkdtemp(prefix="safelive-demo-"))
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        try:
+            url, where = _database(args, workdir, cleanup)
+            outcomes = [
+                _run_suite(impl, label, url, args.examples, workdir)
+                for impl, label in RUNS
+            ]
+        except ToolError as error:
+            return _bad(str(error))
 
     _print_table(outcomes, where, args.examples)
     if write_plot is not None:
@@ -150,6 +124,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nSession timelines written to {args.plot}")
     safe = outcomes[-1]
     return 0 if safe.returncode == 0 else 1
+
+
+def _database(
+    args: argparse.Namespace, workdir: Path, cleanup: ExitStack
+) -> tuple[str, str]:
+    """The database to run on, and how to name it: --database-url, else a
+    throwaway PostgreSQL (stopped by `cleanup`), else SQLite in `workdir`."""
+    if args.database_url:
+        return args.database_url, "the PostgreSQL at --database-url"
+    try:
+        cluster = Cluster(max_connections=args.max_connections)
+        cleanup.callback(cluster.stop)
+        print(
+            "Starting a throwaway PostgreSQL with max_connections = "
+            f"{args.max_connections}...",
+            flush=True,
+        )
+        cluster.start()
+    except ClusterError as error:
+        print(
+            f"No PostgreSQL to run on: {error}.\nRunning on SQLite instead: "
+            "sessions are counted in-process, and no server refuses them.",
+            flush=True,
+        )
+        return f"sqlite:///{workdir / 'demo.sqlite3'}", "SQLite"
+    where = f"a throwaway PostgreSQL, max_connections = {args.max_connections}"
+    return cluster.url, where
 
 
 def _run_suite(
@@ -200,10 +201,10 @@ def _subprocess(
             command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300
         )
     except subprocess.TimeoutExpired as error:
-        raise WatchError(f"the demo suite did not finish in {error.timeout}s") from None
+        raise ToolError(f"the demo suite did not finish in {error.timeout}s") from None
 
 
-def _drop_leftovers(target: Any, test_db: str) -> None:
+def _drop_leftovers(target: Target, test_db: str) -> None:
     """Django's server can leave sessions behind that keep its test database
     from being dropped; end them and drop it, leaving the server as it was."""
     connection = connect(target)

@@ -8,7 +8,8 @@ server every keep-alive socket then pins a database session.
 from __future__ import annotations
 
 import os
-from urllib.parse import unquote, urlsplit
+
+from django_safelive._tools.database_url import parse_url
 
 SECRET_KEY = "django-safelive-demo"
 DEBUG = False
@@ -28,16 +29,16 @@ LOGGING = {
     "loggers": {"django.request": {"handlers": ["stderr"], "propagate": False}},
 }
 
-_url = urlsplit(os.environ.get("SAFELIVE_DEMO_DATABASE", "sqlite:///demo.sqlite3"))
+_url = parse_url(os.environ.get("SAFELIVE_DEMO_DATABASE", "sqlite:///demo.sqlite3"))
 _test_name = os.environ.get("SAFELIVE_DEMO_TEST_DB", "test_safelive_demo")
-if _url.scheme in ("postgres", "postgresql"):
+if _url.is_postgresql:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(_url.path.lstrip("/")) or "postgres",
-            "USER": unquote(_url.username or "postgres"),
-            "PASSWORD": unquote(_url.password or ""),
-            "HOST": _url.hostname or "",
+            "NAME": _url.path.lstrip("/") or "postgres",
+            "USER": _url.user or "postgres",
+            "PASSWORD": _url.password or "",
+            "HOST": _url.host or "",
             "PORT": str(_url.port or ""),
             "CONN_MAX_AGE": 600,
             "TEST": {"NAME": _test_name},
@@ -47,8 +48,8 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": unquote(_url.path) or "demo.sqlite3",
+            "NAME": _url.path or "demo.sqlite3",
             "CONN_MAX_AGE": 600,
-            "TEST": {"NAME": unquote(_url.path) or "demo.sqlite3"},
+            "TEST": {"NAME": _url.path or "demo.sqlite3"},
         }
     }
