@@ -95,6 +95,10 @@ def _bad(message: str) -> int:
     return 2
 
 
+# Lines of a failed run's output printed after the table.
+OUTPUT_TAIL = 40
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the suite on both servers and print the table; 0 if ours passed."""
     if args.max_connections < 5:
@@ -123,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
         _plot(outcomes, Path(args.plot))
         print(f"\nSession timelines written to {args.plot}")
     safe = outcomes[-1]
+    if safe.returncode != 0:
+        # Django's server failing is the point of the demo; ours failing is a
+        # question, so say why.
+        tail = "\n".join(safe.output.strip().splitlines()[-OUTPUT_TAIL:])
+        print(f"\nThe end of {safe.label}'s output:\n{tail}")
     return 0 if safe.returncode == 0 else 1
 
 
