@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from django.db import connections
 from pytest_django.live_server_helper import LiveServer
 
-from django_safelive._core import lifecycle, server_budget
+from django_safelive._core import lifecycle, pools, server_budget
 from django_safelive._core.checks import check_databases
 from django_safelive._core.config import resolve
 from django_safelive._core.hooks import registry
@@ -59,12 +59,10 @@ class SafeLiveServer(LiveServer):
         """Start enforcing the session budget, then start the server."""
         config = self.thread.config
         with self._db_access():
-            self._slots = server_budget.reserve(
-                list(connections), config.max_connections
-            )
+            self._slots = server_budget.reserve(list(connections), config.max_sessions)
         self._activation.enter_context(registry.activate(self.thread.account))
         try:
-            lifecycle.fit_pools(list(connections), self.thread.config.max_connections)
+            pools.fit_pools(list(connections), self.thread.config.max_sessions)
             super().start()
         except BaseException:
             self._activation.close()

@@ -163,7 +163,7 @@ def _total_budget_plan(config: pytest.Config) -> str | None:
         return None
     processes = _planned_processes(config)
     try:
-        share = resolve(processes=processes).max_connections
+        share = resolve(processes=processes).max_sessions
     except ImproperlyConfigured as error:
         raise pytest.UsageError(f"django-safelive: {error}") from None
     return (
@@ -186,7 +186,7 @@ def _check_server_budget(config: pytest.Config) -> None:
 
     try:
         if settings.configured:
-            check_run(resolve(processes=processes).max_connections, processes)
+            check_run(resolve(processes=processes).max_sessions, processes)
     except ImproperlyConfigured as error:
         raise pytest.UsageError(f"django-safelive: {error}") from None
 

@@ -3,7 +3,7 @@
 Set ``TEST_RUNNER = "django_safelive.runner.SafeLiveRunner"`` (or pass
 ``--testrunner``) to see, after ``manage.py test``, the tests with the highest
 session peaks, the budget and any overruns. Under ``--parallel N`` it also
-splits TOTAL_MAX_CONNECTIONS across the N processes and collects their
+splits TOTAL_MAX_SESSIONS across the N processes and collects their
 records, and with SERVER_BUDGET set it takes the run's slots before the test
 databases are created.
 """

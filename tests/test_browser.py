@@ -79,7 +79,7 @@ class BrowserTests(StaticLiveServerTestCase):
     server_mode = "pool"
     server_workers = WORKERS
     # The test thread's session and one per worker, nothing to spare.
-    max_connections = WORKERS + 1
+    max_sessions = WORKERS + 1
 
     problem: ClassVar[str | None]
 
@@ -127,9 +127,8 @@ class BrowserTests(StaticLiveServerTestCase):
         self.assertGreaterEqual(sampler.peak, 1)
         self.assertLessEqual(
             sampler.peak,
-            self.max_connections,
-            f"{sampler.peak} sessions on the test database, budget "
-            f"{self.max_connections}",
+            self.max_sessions,
+            f"{sampler.peak} sessions on the test database, budget {self.max_sessions}",
         )
 
     def item_list(self, driver: WebDriver) -> str:

@@ -13,7 +13,7 @@ from tests._clients import get
 
 class BudgetTests(LiveServerTestCase):
     server_mode = "single"
-    max_connections = 3
+    max_sessions = 3
 
     def setUp(self) -> None:
         # The test thread's own session is part of the budget.
@@ -39,7 +39,7 @@ class BudgetTests(LiveServerTestCase):
             message,
         )
         self.assertIn("other thread", message)
-        self.assertIn("SAFELIVE_MAX_CONNECTIONS", message)
+        self.assertIn("SAFELIVE_MAX_SESSIONS", message)
 
     def test_within_budget_passes(self) -> None:
         """One extra thread fits in a budget of three."""

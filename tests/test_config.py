@@ -30,49 +30,100 @@ class PrecedenceTests(SimpleTestCase):
                     del environ[name]
             self.assertEqual(
                 resolve(None),
-                Config(max_connections=8, mode="pool", workers=4, drain_timeout=10.0),
+                Config(max_sessions=8, mode="pool", workers=4, drain_timeout=10.0),
             )
 
-    @override_settings(SAFELIVE={"MAX_CONNECTIONS": 5, "MODE": "single"})
+    @override_settings(SAFELIVE={"MAX_SESSIONS": 5, "MODE": "single"})
     def test_settings(self) -> None:
         """SAFELIVE in settings is read."""
         config = resolve(None)
         self.assertEqual(
-            (config.max_connections, config.mode, config.workers), (5, "single", 1)
+            (config.max_sessions, config.mode, config.workers), (5, "single", 1)
         )
 
-    @override_settings(SAFELIVE={"MAX_CONNECTIONS": 5, "MODE": "single"})
+    @override_settings(SAFELIVE={"MAX_SESSIONS": 5, "MODE": "single"})
     def test_class_attributes_win_over_settings(self) -> None:
         """Class attributes override SAFELIVE."""
-        config = resolve(
-            owner(max_connections=12, server_mode="pool", server_workers=6)
-        )
+        config = resolve(owner(max_sessions=12, server_mode="pool", server_workers=6))
         self.assertEqual(
-            (config.max_connections, config.mode, config.workers), (12, "pool", 6)
+            (config.max_sessions, config.mode, config.workers), (12, "pool", 6)
         )
 
-    @override_settings(SAFELIVE={"MAX_CONNECTIONS": 5})
+    @override_settings(SAFELIVE={"MAX_SESSIONS": 5})
     def test_environment_wins_over_everything(self) -> None:
         """SAFELIVE_* environment variables override class attributes and settings."""
         environ = {
-            "SAFELIVE_MAX_CONNECTIONS": " 20 ",
+            "SAFELIVE_MAX_SESSIONS": " 20 ",
             "SAFELIVE_MODE": "POOL",
             "SAFELIVE_WORKERS": "10",
             "SAFELIVE_DRAIN_TIMEOUT": "2.5",
         }
         with mock.patch.dict(os.environ, environ):
-            config = resolve(owner(max_connections=12, server_mode="single"))
+            config = resolve(owner(max_sessions=12, server_mode="single"))
         self.assertEqual(config, Config(20, "pool", 10, 2.5))
 
     def test_default_workers_fit_a_small_budget(self) -> None:
         """Without WORKERS, the pool shrinks to fit the budget."""
-        self.assertEqual(resolve(owner(max_connections=3)).workers, 2)
+        self.assertEqual(resolve(owner(max_sessions=3)).workers, 2)
 
     def test_single_mode_has_one_worker(self) -> None:
         """Single mode serves with exactly one worker, whatever WORKERS says."""
         self.assertEqual(
             resolve(owner(server_mode="single", server_workers=5)).workers, 1
         )
+
+
+class RenamedSettingsTests(SimpleTestCase):
+    """The names of 0.1 (MAX_CONNECTIONS, max_connections...) still work, with a
+    DeprecationWarning naming the new one."""
+
+    def test_old_environment_variable(self) -> None:
+        """SAFELIVE_MAX_CONNECTIONS sets the budget and says to use the new name."""
+        with (
+            mock.patch.dict(os.environ, {"SAFELIVE_MAX_CONNECTIONS": "5"}),
+            self.assertWarnsRegex(
+                DeprecationWarning, "use the environment variable SAFELIVE_MAX_SESSIONS"
+            ),
+        ):
+            self.assertEqual(resolve().max_sessions, 5)
+
+    def test_old_class_attribute(self) -> None:
+        """A class attribute max_connections sets the budget, with a warning."""
+        with self.assertWarnsRegex(
+            DeprecationWarning, "use the class attribute max_sessions"
+        ):
+            self.assertEqual(resolve(owner(max_connections=3)).max_sessions, 3)
+
+    @override_settings(SAFELIVE={"TOTAL_MAX_CONNECTIONS": 12})
+    def test_old_settings_key(self) -> None:
+        """SAFELIVE["TOTAL_MAX_CONNECTIONS"] is split as before, with a warning."""
+        with (
+            mock.patch.dict(os.environ, {"PYTEST_XDIST_WORKER_COUNT": "3"}),
+            self.assertWarnsRegex(
+                DeprecationWarning, r"use SAFELIVE\['TOTAL_MAX_SESSIONS'\]"
+            ),
+        ):
+            self.assertEqual(resolve().max_sessions, 4)
+
+    @override_settings(SAFELIVE={"MAX_SESSIONS": 4, "MAX_CONNECTIONS": 6})
+    def test_old_and_new_name_at_once_are_refused(self) -> None:
+        """Both spellings set in one place is an error naming both."""
+        with self.assertRaisesMessage(
+            ImproperlyConfigured,
+            "SAFELIVE['MAX_SESSIONS'] and SAFELIVE['MAX_CONNECTIONS'] are both set",
+        ):
+            resolve()
+
+    def test_bad_value_under_the_old_name_names_it(self) -> None:
+        """An invalid value is reported under the name it was given by."""
+        with (
+            mock.patch.dict(os.environ, {"SAFELIVE_MAX_CONNECTIONS": "eight"}),
+            self.assertWarns(DeprecationWarning),
+            self.assertRaisesMessage(
+                ImproperlyConfigured, "environment variable SAFELIVE_MAX_CONNECTIONS"
+            ),
+        ):
+            resolve()
 
 
 class BadInputTests(SimpleTestCase):
@@ -92,13 +143,13 @@ class BadInputTests(SimpleTestCase):
         """Wrong types and values in class attributes say which attribute and why."""
         cases: list[tuple[dict[str, Any], str]] = [
             (
-                {"max_connections": "8"},
-                "class attribute max_connections must be an int, got str '8'",
+                {"max_sessions": "8"},
+                "class attribute max_sessions must be an int, got str '8'",
             ),
-            ({"max_connections": 2.5}, "must be an int, got float 2.5"),
-            ({"max_connections": True}, "must be an int, got bool True"),
-            ({"max_connections": 0}, "must be at least 1, got 0"),
-            ({"max_connections": -3}, "must be at least 1, got -3"),
+            ({"max_sessions": 2.5}, "must be an int, got float 2.5"),
+            ({"max_sessions": True}, "must be an int, got bool True"),
+            ({"max_sessions": 0}, "must be at least 1, got 0"),
+            ({"max_sessions": -3}, "must be at least 1, got -3"),
             (
                 {"server_mode": "threaded"},
                 "server_mode must be 'single' or 'pool', got 'threaded'",
@@ -121,20 +172,18 @@ class BadInputTests(SimpleTestCase):
         self.assert_refused(
             "budget of 4 database session(s) per alias is too small for mode 'pool' "
             "with 4 worker(s): it needs at least 5 (one per worker plus the test "
-            "thread). Raise MAX_CONNECTIONS to 5 or more, or lower WORKERS.",
-            max_connections=4,
+            "thread). Raise MAX_SESSIONS to 5 or more, or lower WORKERS.",
+            max_sessions=4,
             server_workers=4,
         )
-        self.assert_refused(
-            "it needs at least 2", max_connections=1, server_mode="single"
-        )
+        self.assert_refused("it needs at least 2", max_sessions=1, server_mode="single")
 
     def test_garbage_in_environment(self) -> None:
         """Unparseable environment variables name the variable and the value."""
         cases = {
-            "SAFELIVE_MAX_CONNECTIONS": (
+            "SAFELIVE_MAX_SESSIONS": (
                 "lots",
-                "SAFELIVE_MAX_CONNECTIONS must be a whole number, got 'lots'",
+                "SAFELIVE_MAX_SESSIONS must be a whole number, got 'lots'",
             ),
             "SAFELIVE_WORKERS": ("", "SAFELIVE_WORKERS must be a whole number, got ''"),
             "SAFELIVE_MODE": (
@@ -157,17 +206,17 @@ class BadInputTests(SimpleTestCase):
         """Zero, negative, fractional and non-finite values in the environment."""
         cases = [
             (
-                "SAFELIVE_MAX_CONNECTIONS",
+                "SAFELIVE_MAX_SESSIONS",
                 "0",
-                "SAFELIVE_MAX_CONNECTIONS must be at least 1, got 0",
+                "SAFELIVE_MAX_SESSIONS must be at least 1, got 0",
             ),
-            ("SAFELIVE_MAX_CONNECTIONS", "-2", "must be at least 1, got -2"),
-            ("SAFELIVE_MAX_CONNECTIONS", "2.5", "must be a whole number, got '2.5'"),
+            ("SAFELIVE_MAX_SESSIONS", "-2", "must be at least 1, got -2"),
+            ("SAFELIVE_MAX_SESSIONS", "2.5", "must be a whole number, got '2.5'"),
             ("SAFELIVE_WORKERS", "-1", "SAFELIVE_WORKERS must be at least 1, got -1"),
             (
-                "SAFELIVE_TOTAL_MAX_CONNECTIONS",
+                "SAFELIVE_TOTAL_MAX_SESSIONS",
                 "many",
-                "SAFELIVE_TOTAL_MAX_CONNECTIONS must be a whole number, got 'many'",
+                "SAFELIVE_TOTAL_MAX_SESSIONS must be a whole number, got 'many'",
             ),
             (
                 "SAFELIVE_DRAIN_TIMEOUT",
@@ -206,7 +255,7 @@ class BadInputTests(SimpleTestCase):
             Broken.setUpClass()
         self.assertFalse(hasattr(Broken, "server_thread"))
 
-    @override_settings(SAFELIVE=["MAX_CONNECTIONS", 4])
+    @override_settings(SAFELIVE=["MAX_SESSIONS", 4])
     def test_settings_not_a_dict(self) -> None:
         """SAFELIVE must be a dict."""
         self.assert_refused("settings.SAFELIVE must be a dict, got list.")
@@ -216,24 +265,22 @@ class BadInputTests(SimpleTestCase):
         """A misspelt key is refused rather than ignored."""
         self.assert_refused("Unknown key(s) in settings.SAFELIVE: 'MAX_CONNECTION'.")
 
-    @override_settings(SAFELIVE={"MAX_CONNECTIONS": "eight"})
+    @override_settings(SAFELIVE={"MAX_SESSIONS": "eight"})
     def test_bad_settings_value(self) -> None:
         """Bad values in SAFELIVE name the key."""
-        self.assert_refused(
-            "SAFELIVE['MAX_CONNECTIONS'] must be an int, got str 'eight'."
-        )
+        self.assert_refused("SAFELIVE['MAX_SESSIONS'] must be an int, got str 'eight'.")
 
     def test_refused_before_the_server_starts(self) -> None:
         """A bad setting fails in setUpClass, before any thread starts."""
 
         class Broken(LiveServerTestCase):
-            max_connections = 0
+            max_sessions = 0
 
             def test_nothing(self) -> None:
                 """Never runs."""
 
         with self.assertRaisesMessage(
-            ImproperlyConfigured, "max_connections must be at least 1"
+            ImproperlyConfigured, "max_sessions must be at least 1"
         ):
             Broken.setUpClass()
         self.assertFalse(hasattr(Broken, "server_thread"))
@@ -264,7 +311,7 @@ class ServerLimitTests(SimpleTestCase):
         slots = server_slots()
 
         class Greedy(LiveServerTestCase):
-            max_connections = slots + 1
+            max_sessions = slots + 1
 
             def test_nothing(self) -> None:
                 """Never runs."""
@@ -276,14 +323,14 @@ class ServerLimitTests(SimpleTestCase):
         ) as caught:
             Greedy.setUpClass()
         self.assertIn(
-            f"leaves {slots}. Lower MAX_CONNECTIONS to {slots} or less",
+            f"leaves {slots}. Lower MAX_SESSIONS to {slots} or less",
             str(caught.exception),
         )
         self.assertFalse(hasattr(Greedy, "server_thread"))
 
     def test_budget_the_server_allows(self) -> None:
         """A budget equal to the server's free slots is accepted."""
-        config = resolve(owner(max_connections=server_slots()))
+        config = resolve(owner(max_sessions=server_slots()))
         check_databases(config, ["default"])
 
     def test_xdist_workers_count_together(self) -> None:
@@ -299,5 +346,5 @@ class ServerLimitTests(SimpleTestCase):
                 f"workers, {8 * workers} in all,",
             ) as caught,
         ):
-            check_databases(resolve(owner(max_connections=8)), ["default"])
+            check_databases(resolve(owner(max_sessions=8)), ["default"])
         self.assertIn("run fewer xdist workers (-n)", str(caught.exception))

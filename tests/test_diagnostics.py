@@ -155,7 +155,7 @@ class TraceSettingTests(SimpleTestCase):
 
 class AssertionTests(LiveServerTestCase):
     server_mode = "single"
-    max_connections = 4
+    max_sessions = 4
 
     def setUp(self) -> None:
         connection.ensure_connection()
@@ -258,7 +258,7 @@ def test_max_sessions_with_the_fixture(safe_live_server: SafeLiveServer) -> None
 @override_settings(ROOT_URLCONF=__name__)
 class SecretBudgetTests(LiveServerTestCase):
     server_mode = "single"
-    max_connections = 3
+    max_sessions = 3
     trace = True
 
     def setUp(self) -> None:
@@ -343,7 +343,7 @@ from tests.test_diagnostics import get_with_secrets
 @override_settings(ROOT_URLCONF="tests.test_diagnostics")
 class SummaryTests(LiveServerTestCase):
     server_mode = "single"
-    max_connections = 3
+    max_sessions = 3
 
     def test_overrun(self):
         connection.ensure_connection()

@@ -109,10 +109,10 @@ def test_clean_settings_exit_0() -> None:
 
 def test_bad_safelive_setting_is_a_problem() -> None:
     """An invalid SAFELIVE value shows the ImproperlyConfigured message; exit 1."""
-    status, output = run(DOCTOR_VARIANT="clean", SAFELIVE_MAX_CONNECTIONS="abc")
+    status, output = run(DOCTOR_VARIANT="clean", SAFELIVE_MAX_SESSIONS="abc")
     assert status == 1, output
     assert (
-        "SAFELIVE settings: the environment variable SAFELIVE_MAX_CONNECTIONS must "
+        "SAFELIVE settings: the environment variable SAFELIVE_MAX_SESSIONS must "
         "be a whole number, got 'abc'." in output
     )
     assert "max_connections" in output  # the databases are still reported
@@ -131,7 +131,7 @@ def test_xdist_run_that_could_exhaust_the_server(
     assert status == 1
     found = re.search(
         r"pytest -n 16 could need up to 128 sessions but only (\d+) are free on "
-        r"\S+; set SAFELIVE\['TOTAL_MAX_CONNECTIONS'\] = (\d+) ",
+        r"\S+; set SAFELIVE\['TOTAL_MAX_SESSIONS'\] = (\d+) ",
         output,
     )
     assert found, output
@@ -143,7 +143,7 @@ def test_xdist_run_that_could_exhaust_the_server(
 def test_total_budget_is_split_across_xdist_workers() -> None:
     """A total of 32 over 16 workers is 2 each: 32 sessions fit, no warning."""
     status, output = run(
-        "--xdist", "16", DOCTOR_VARIANT="clean", SAFELIVE_TOTAL_MAX_CONNECTIONS="32"
+        "--xdist", "16", DOCTOR_VARIANT="clean", SAFELIVE_TOTAL_MAX_SESSIONS="32"
     )
     assert status == 0, output
     assert "budget 2 sessions per alias per test process" in output

@@ -94,7 +94,7 @@ class Guarded:
     Cleanups registered before the server starts run after it has stopped.
     """
 
-    max_connections: ClassVar[int | None]
+    max_sessions: ClassVar[int | None]
     sampler: ClassVar[Sampler]
     faults: ClassVar[int]
 
@@ -119,7 +119,7 @@ class Guarded:
         """After the server stopped: within the budget, no session, thread, socket."""
         gc.collect()  # unclosed sockets warn now, in this class, not later
         connection.ensure_connection()
-        budget = cls.max_connections
+        budget = cls.max_sessions
         assert budget is not None
         record(
             cls.__name__,
@@ -143,7 +143,7 @@ class ViewFaultTests(Guarded, LiveServerTestCase):
     """Single mode, so the request after each fault runs on the same worker."""
 
     server_mode = "single"
-    max_connections = 2
+    max_sessions = 2
 
     def assert_recovers(self) -> None:
         """The next requests succeed, nothing was committed, no session idles
@@ -231,7 +231,7 @@ def request_bytes(
 class ClientFaultTests(Guarded, LiveServerTestCase):
     server_mode = "pool"
     server_workers = 2
-    max_connections = 3
+    max_sessions = 3
 
     @property
     def server_port(self) -> int:
@@ -309,7 +309,7 @@ class ClientFaultTests(Guarded, LiveServerTestCase):
 class SelfCallPoolTests(Guarded, LiveServerTestCase):
     server_mode = "pool"
     server_workers = 2
-    max_connections = 3
+    max_sessions = 3
 
     def test_webhook_to_itself_works(self) -> None:
         """In pool mode a view calling the live server is answered by another worker."""
@@ -320,7 +320,7 @@ class SelfCallPoolTests(Guarded, LiveServerTestCase):
 
 class SelfCallSingleTests(Guarded, LiveServerTestCase):
     server_mode = "single"
-    max_connections = 2
+    max_sessions = 2
 
     def test_webhook_to_itself_fails_fast(self) -> None:
         """In single mode the call is refused at once; the test fails, saying why."""
@@ -372,7 +372,7 @@ def slow_view_sleeping() -> bool:
 class TerminatedBackendTests(Guarded, LiveServerTestCase):
     server_mode = "pool"
     server_workers = 2
-    max_connections = 3
+    max_sessions = 3
 
     def statuses(self, count: int) -> list[int]:
         """Status codes of `count` sequential requests touching the database."""

@@ -39,7 +39,7 @@ CYCLES = count("CYCLES", 50, 200)
 
 class LoadTests(Guarded, LiveServerTestCase):
     server_mode = "pool"
-    max_connections = 8  # the default budget, default pool of four workers
+    max_sessions = 8  # the default budget, default pool of four workers
 
     def test_concurrent_clients_with_idle_keep_alive_sockets(self) -> None:
         """Every request of many clients is answered and kept, within the budget,
@@ -99,7 +99,7 @@ class LoadTests(Guarded, LiveServerTestCase):
             idle_sockets=len(idle) + len(kept_alive),
             workers=workers,
             req_per_s=round(answered / elapsed),
-            sessions_peak=f"{self.sampler.peak} (budget {self.max_connections})",
+            sessions_peak=f"{self.sampler.peak} (budget {self.max_sessions})",
         )
         self.fault(len(idle) + len(kept_alive))
         self.assertEqual(errors, [])
@@ -107,7 +107,7 @@ class LoadTests(Guarded, LiveServerTestCase):
         self.assertEqual(created, CLIENTS * REQUESTS)
         self.assertEqual(Item.objects.count(), CLIENTS * REQUESTS)  # none lost
         self.assertTrue(wait_for(lambda: not self.server_thread.httpd.in_flight()))
-        self.assertLessEqual(self.sampler.peak, self.max_connections)
+        self.assertLessEqual(self.sampler.peak, self.max_sessions)
 
 
 class StartStopCycleTests(SimpleTestCase):
@@ -118,7 +118,7 @@ class StartStopCycleTests(SimpleTestCase):
         teardown succeeds and leaves no session, thread or socket behind."""
 
         class Cycled(LiveServerTestCase):
-            max_connections = 3
+            max_sessions = 3
             modes: ClassVar[tuple[str, ...]] = ("pool", "single")
 
             def test_nothing(self) -> None:

@@ -49,7 +49,7 @@ class ConnMaxAge(Guarded):
     """Run the class with the given CONN_MAX_AGE for the default alias."""
 
     conn_max_age: ClassVar[int]
-    max_connections: ClassVar[int | None] = BUDGET
+    max_sessions: ClassVar[int | None] = BUDGET
     previous_pids: ClassVar[set[int]]
 
     @classmethod

@@ -20,7 +20,7 @@ from tests.test_shared import peak_while
 
 class PoolWithinBudgetTests(LiveServerTestCase):
     server_workers = 3
-    max_connections = 4  # below the pool's max_size of 6
+    max_sessions = 4  # below the pool's max_size of 6
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -54,7 +54,7 @@ class PoolTooSmallTests(SimpleTestCase):
 
         class Crowded(LiveServerTestCase):
             server_workers = 6
-            max_connections = 8
+            max_sessions = 8
 
             def test_nothing(self) -> None:
                 """Never runs."""

@@ -327,7 +327,7 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
         """The server is the bounded one, with one worker and a budget of one."""
         self.assertIsInstance(self.server_thread, RollbackServerThread)
         self.assertEqual(self.server_thread.config.workers, 1)
-        self.assertEqual(self.server_thread.config.max_connections, 1)
+        self.assertEqual(self.server_thread.config.max_sessions, 1)
         # While shared, the connection's class guards needs_rollback.
         shared = type(connections["default"])
         self.assertNotIsInstance(shared.needs_rollback, bool)
@@ -593,7 +593,7 @@ def case_class(base: type, **attributes: object) -> type[RollbackLiveServerTestC
 REFUSED = [
     ("server_mode", "pool", "server_mode"),
     ("server_workers", 2, "server_workers"),
-    ("max_connections", 8, "max_connections"),
+    ("max_sessions", 8, "max_sessions"),
 ]
 
 
@@ -616,7 +616,7 @@ def test_class_attribute_the_server_cannot_honour(
     [
         ("SAFELIVE_MODE", "pool"),
         ("SAFELIVE_WORKERS", "4"),
-        ("SAFELIVE_MAX_CONNECTIONS", "8"),
+        ("SAFELIVE_MAX_SESSIONS", "8"),
     ],
 )
 def test_environment_variable_the_server_cannot_honour(
@@ -634,31 +634,31 @@ def test_environment_variable_the_server_cannot_honour(
 
 def test_settings_what_the_server_can_do() -> None:
     """Values the rollback server meets are accepted; DRAIN_TIMEOUT and TRACE
-    apply; the SAFELIVE settings dict's MODE, WORKERS and MAX_CONNECTIONS, for
+    apply; the SAFELIVE settings dict's MODE, WORKERS and MAX_SESSIONS, for
     every class, do not apply to it."""
     honoured = case_class(
         RollbackLiveServerTestCase,
         server_mode="single",
         server_workers=1,
-        max_connections=1,
+        max_sessions=1,
         drain_timeout=3,
         trace=True,
     )
     config = resolve_rollback(honoured)
-    assert (config.mode, config.workers, config.max_connections) == ("single", 1, 1)
+    assert (config.mode, config.workers, config.max_sessions) == ("single", 1, 1)
     assert (config.drain_timeout, config.trace) == (3.0, True)
-    everywhere = {"MODE": "pool", "WORKERS": 4, "MAX_CONNECTIONS": 8}
+    everywhere = {"MODE": "pool", "WORKERS": 4, "MAX_SESSIONS": 8}
     with override_settings(SAFELIVE=everywhere):
         config = resolve_rollback(RollbackLiveServerTestCase)
-    assert (config.mode, config.workers, config.max_connections) == ("single", 1, 1)
+    assert (config.mode, config.workers, config.max_sessions) == ("single", 1, 1)
 
 
 def test_total_budget_leaving_no_session(monkeypatch: pytest.MonkeyPatch) -> None:
     """A total budget smaller than the xdist workers leaves none: refused; one
     session per worker is enough."""
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "4")
-    monkeypatch.setenv("SAFELIVE_TOTAL_MAX_CONNECTIONS", "3")
-    with pytest.raises(ImproperlyConfigured, match="TOTAL_MAX_CONNECTIONS to 4"):
+    monkeypatch.setenv("SAFELIVE_TOTAL_MAX_SESSIONS", "3")
+    with pytest.raises(ImproperlyConfigured, match="TOTAL_MAX_SESSIONS to 4"):
         resolve_rollback(RollbackLiveServerTestCase)
-    monkeypatch.setenv("SAFELIVE_TOTAL_MAX_CONNECTIONS", "4")
-    assert resolve_rollback(RollbackLiveServerTestCase).max_connections == 1
+    monkeypatch.setenv("SAFELIVE_TOTAL_MAX_SESSIONS", "4")
+    assert resolve_rollback(RollbackLiveServerTestCase).max_sessions == 1

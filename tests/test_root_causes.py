@@ -26,7 +26,7 @@ from tests._cluster import Cluster
 from tests._sampler import PGHOST, PGPORT, Sampler, connect
 
 ROOT = Path(__file__).resolve().parent.parent
-BUDGET = 8  # the default SAFELIVE["MAX_CONNECTIONS"]
+BUDGET = 8  # the default SAFELIVE["MAX_SESSIONS"]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Django's ``manage.py test --parallel`` splitting TOTAL_MAX_CONNECTIONS
+"""Django's ``manage.py test --parallel`` splitting TOTAL_MAX_SESSIONS
 across its processes, and the server budget's settings refused when wrong.
 
 The runs are real ones (Django's runner in a process of its own) on real
@@ -112,7 +112,7 @@ def test_parallel_splits_the_total_budget(spawn: bool) -> None:
     """--parallel 3 with a total of 6, its processes forked or spawned: at most
     6 sessions on the test databases."""
     # The databases' names start with the run's: its clones (_1, _2, _3) count.
-    total = {"SAFELIVE_TOTAL_MAX_CONNECTIONS": "6"}
+    total = {"SAFELIVE_TOTAL_MAX_SESSIONS": "6"}
     with (
         reaped([django_test("--parallel", "3", spawn=spawn, env=total)]) as (run,),
         Sampler(run.datname, prefix=True) as sampler,
@@ -129,14 +129,14 @@ def test_parallel_splits_the_total_budget(spawn: bool) -> None:
 def test_parallel_refuses_a_total_too_small_to_split() -> None:
     """--parallel 3 with a total of 4 stops before any database, saying what to set."""
     with reaped(
-        [django_test("--parallel", "3", env={"SAFELIVE_TOTAL_MAX_CONNECTIONS": "4"})]
+        [django_test("--parallel", "3", env={"SAFELIVE_TOTAL_MAX_SESSIONS": "4"})]
     ) as (run,):
         code, output = run.wait()
     assert code != 0
     assert "split across 3 `manage.py test --parallel` process(es), gives each 1" in (
         output
     )
-    assert "Raise TOTAL_MAX_CONNECTIONS to 6 or more" in output
+    assert "Raise TOTAL_MAX_SESSIONS to 6 or more" in output
     assert "Creating test database" not in output
 
 

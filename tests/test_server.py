@@ -91,7 +91,7 @@ class SingleModeTests(LiveServerTestCase):
 class PoolModeTests(LiveServerTestCase):
     server_mode = "pool"
     server_workers = 3
-    max_connections = 4
+    max_sessions = 4
 
     def setUp(self) -> None:
         Concurrency.peak = 0

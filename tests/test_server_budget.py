@@ -21,7 +21,7 @@ from tests.test_scale import Run, django_test, reaped
 SERVER_BUDGET = 8
 # Each process: 3 sessions (the test thread and 2 server workers) plus its
 # coordinator, 4 slots, so two processes hold the server budget at once.
-PER_PROCESS = {"SAFELIVE_MAX_CONNECTIONS": "3", "SAFELIVE_WORKERS": "2"}
+PER_PROCESS = {"SAFELIVE_MAX_SESSIONS": "3", "SAFELIVE_WORKERS": "2"}
 COORDINATOR = "safelive-slots:"
 
 # One query per sample: every client session but the sampler's, with the
@@ -133,7 +133,7 @@ def test_a_killed_process_frees_its_slots(small_cluster: Cluster) -> None:
 
 def test_parallel_processes_share_the_server_budget(small_cluster: Cluster) -> None:
     """manage.py test --parallel 3 under SERVER_BUDGET 8: at most 8, all pass."""
-    env = {"SAFELIVE_SERVER_BUDGET": "8", "SAFELIVE_TOTAL_MAX_CONNECTIONS": "6"}
+    env = {"SAFELIVE_SERVER_BUDGET": "8", "SAFELIVE_TOTAL_MAX_SESSIONS": "6"}
     with (
         SlotSampler(small_cluster.host, small_cluster.port) as sampler,
         reaped(
@@ -156,7 +156,7 @@ def xdist_run(cluster: Cluster, workers: int, total: int) -> Run:
                "-n", str(workers), "tests/scenarios/xdist_budget.py"]  # fmt: skip
     env = {"SAFELIVE_SERVER_BUDGET": str(SERVER_BUDGET),
            "SAFELIVE_SERVER_BUDGET_TIMEOUT": "120",
-           "SAFELIVE_TOTAL_MAX_CONNECTIONS": str(total)}  # fmt: skip
+           "SAFELIVE_TOTAL_MAX_SESSIONS": str(total)}  # fmt: skip
     return Run(command, cluster.host, cluster.port, env)
 
 

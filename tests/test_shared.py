@@ -38,7 +38,7 @@ def peak_while(action: threading.Thread) -> int:
 class SharedServerTests(LiveServerTestCase):
     server_mode = "pool"
     server_workers = WORKERS
-    max_connections = WORKERS + 2
+    max_sessions = WORKERS + 2
 
     def setUp(self) -> None:
         Concurrency.peak = 0
@@ -106,7 +106,7 @@ class SharedServerTests(LiveServerTestCase):
 
 class SharedBudgetTests(LiveServerTestCase):
     server_mode = "single"
-    max_connections = 3
+    max_sessions = 3
 
     def test_budget_refuses_threads_a_view_starts(self) -> None:
         """Three extra threads from a view overrun a budget of three: refused, named."""

@@ -24,7 +24,7 @@ from tests._waiting import wait_for
 class TwoServersTests(LiveServerTestCase):
     # Two sessions: the test thread's and the one worker's. The session
     # server's four workers would be refused if they counted here.
-    max_connections = 2
+    max_sessions = 2
     server_mode = "single"
 
     @pytest.fixture(autouse=True)

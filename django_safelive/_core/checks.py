@@ -16,10 +16,10 @@ from django.db import connections
 
 from django_safelive._core.config import (
     Config,
-    pool_max_size,
     process_count,
     split_across,
 )
+from django_safelive._core.pools import pool_max_size
 
 # PostgreSQL keeps superuser_reserved_connections (and, from 16,
 # reserved_connections) of its max_connections for privileged roles.
@@ -81,22 +81,22 @@ def _check_server_slots(config: Config, alias: str) -> None:
         slots = ServerSlots.read(cursor)
     available = slots.available
     processes = process_count()
-    wanted = config.max_connections * processes
+    wanted = config.max_sessions * processes
     if wanted <= available:
         return
     if processes > 1:
         across, fewer = split_across(processes, plural="s")
         asked = (
-            f"{config.max_connections} database session(s) per alias in each of "
+            f"{config.max_sessions} database session(s) per alias in each of "
             f"{across}, {wanted} in all,"
         )
         change = (
-            f"Lower TOTAL_MAX_CONNECTIONS (or MAX_CONNECTIONS) so that the run needs "
+            f"Lower TOTAL_MAX_SESSIONS (or MAX_SESSIONS) so that the run needs "
             f"at most {available}, {fewer}"
         )
     else:
-        asked = f"{config.max_connections} database session(s) per alias"
-        change = f"Lower MAX_CONNECTIONS to {available} or less"
+        asked = f"{config.max_sessions} database session(s) per alias"
+        change = f"Lower MAX_SESSIONS to {available} or less"
     raise ImproperlyConfigured(
         f"The django-safelive budget of {asked} is more than the PostgreSQL server "
         f"of DATABASES[{alias!r}] accepts: max_connections = {slots.max_connections}, "

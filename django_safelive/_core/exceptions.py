@@ -39,8 +39,8 @@ class SessionBudgetExceeded(SafeLiveError):
             f"{budget}.\nSessions open on {alias!r}:\n{_listing(holders)}\n"
             "Close connections the code opens outside the request/response cycle "
             "(threads the view starts, say), or raise the budget with "
-            "SAFELIVE['MAX_CONNECTIONS'], the class attribute max_connections or "
-            "the environment variable SAFELIVE_MAX_CONNECTIONS."
+            "SAFELIVE['MAX_SESSIONS'], the class attribute max_sessions or "
+            "the environment variable SAFELIVE_MAX_SESSIONS."
         )
 
 
@@ -148,8 +148,8 @@ class ServerBudgetExhausted(SafeLiveError):
             f"session slots of SERVER_BUDGET on {server}, and they did not come "
             f"free. The processes holding slots, as the server knows them:\n"
             f"{listing}\nWait for them or stop them, raise SERVER_BUDGET (and the "
-            "server's max_connections), lower MAX_CONNECTIONS or "
-            "TOTAL_MAX_CONNECTIONS, or wait longer with SERVER_BUDGET_TIMEOUT "
+            "server's max_connections), lower MAX_SESSIONS or "
+            "TOTAL_MAX_SESSIONS, or wait longer with SERVER_BUDGET_TIMEOUT "
             "(SAFELIVE['SERVER_BUDGET_TIMEOUT'] or the environment variable "
             "SAFELIVE_SERVER_BUDGET_TIMEOUT)."
         )

@@ -12,13 +12,13 @@ from django.test.testcases import LiveServerThread
 
 from django_safelive._core import sessions
 from django_safelive._core.accounting import TEST_THREAD, ServerAccount
-from django_safelive._core.config import pool_max_size
 from django_safelive._core.exceptions import (
     RequestStuck,
     SafeLiveError,
     SessionsLeftBehind,
     WorkersDidNotExit,
 )
+from django_safelive._core.pools import close_pools
 from django_safelive._core.server import SafeLiveServerThread
 
 # How long a closed session may linger in pg_stat_activity while its backend exits.
@@ -116,34 +116,6 @@ def with_holders(
         when=error.when,
         holders=[holder for holder in account.holders() if holder.alias in aliases],
     )
-
-
-def fit_pools(aliases: Iterable[str], budget: int) -> None:
-    """Shrink Django's psycopg pools (5.1+) to the budget while the server runs.
-
-    A pool keeps up to ``max_size`` sessions open, idle or not; above the budget
-    those would be sessions the budget never sees. The pool is closed when the
-    server stops, and Django builds the next one from the settings again.
-    """
-    for alias in aliases:
-        connection = connections[alias]
-        max_size = pool_max_size(alias)
-        if max_size is None or max_size <= budget:
-            continue
-        pool = connection.pool  # type: ignore[attr-defined]
-        pool.resize(min(pool.min_size, budget), budget)
-
-
-def close_pools(aliases: Iterable[str]) -> None:
-    """Close Django's psycopg connection pools (5.1+), whose idle sessions would
-    otherwise keep the test database from being dropped."""
-    for alias in aliases:
-        connection = connections[alias]
-        if pool_max_size(alias) is not None:
-            # Return the test thread's session first: closing it later would
-            # make Django build a new pool just to put it back into.
-            connection.close()
-            connection.close_pool()  # type: ignore[attr-defined]
 
 
 def raise_first(*errors: SafeLiveError | None) -> None:

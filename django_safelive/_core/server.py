@@ -36,9 +36,7 @@ class SafeLiveServerThread(LiveServerThread):
     ) -> None:
         super().__init__(host, static_handler, connections_override, port)
         self.config = config if config is not None else resolve()
-        self.account = ServerAccount(
-            self.config.max_connections, trace=self.config.trace
-        )
+        self.account = ServerAccount(self.config.max_sessions, trace=self.config.trace)
         """This server's sessions and budget, counted while it is activated."""
         self.stuck: RequestStuck | None = None
 

@@ -4,7 +4,7 @@ PostgreSQL server, however many machines they run on, kept by the server itself.
 ``SERVER_BUDGET = N`` makes N slots: session-level advisory locks
 ``(KEY, 0)`` to ``(KEY, N - 1)`` in the server's maintenance database. A
 process takes, through one coordinator session of its own, one slot per
-session its budget allows (``MAX_CONNECTIONS`` per alias on that server) and
+session its budget allows (``MAX_SESSIONS`` per alias on that server) and
 one for the coordinator; all of them or none, so that waiting processes never
 hold slots another needs. Slots taken before the test databases are created
 are kept until the process exits; those a live server's start took are given
@@ -85,7 +85,7 @@ def reserve(aliases: Iterable[str], per_alias: int) -> Taken:
                     f"one process needs on {_name(server)}: {per_alias} per alias "
                     f"for {len(group)} alias(es) ({', '.join(map(repr, group))}), "
                     f"plus its coordinator session. Raise SERVER_BUDGET to {needed} "
-                    "or more, or lower MAX_CONNECTIONS (or TOTAL_MAX_CONNECTIONS)."
+                    "or more, or lower MAX_SESSIONS (or TOTAL_MAX_SESSIONS)."
                 )
             coordinator = _coordinators.get(server) or _connect(server, group[0])
             _coordinators[server] = coordinator
@@ -129,7 +129,7 @@ def reserve_for_run(processes: int | None = None) -> None:
         return
     from django_safelive._core.config import resolve, xdist_workers
 
-    per_alias = resolve(processes=processes).max_connections
+    per_alias = resolve(processes=processes).max_sessions
     check_run(per_alias, xdist_workers())
     reserve(list(connections), per_alias)
 
@@ -149,7 +149,7 @@ def check_run(per_alias: int, workers: int) -> None:
                 f"{needed // workers} slot(s) of SERVER_BUDGET on {_name(server)} "
                 f"until the run ends, {needed} together, more than its {budget}: "
                 f"they would wait for each other. Raise SERVER_BUDGET to {needed} "
-                "or more, lower TOTAL_MAX_CONNECTIONS (or MAX_CONNECTIONS), or run "
+                "or more, lower TOTAL_MAX_SESSIONS (or MAX_SESSIONS), or run "
                 "fewer xdist workers (-n)."
             )
 

@@ -11,7 +11,7 @@ from django.contrib.staticfiles.testing import (
 from django.test import LiveServerTestCase as DjangoLiveServerTestCase
 from django.test.testcases import LiveServerThread
 
-from django_safelive._core import lifecycle, server_budget, summary
+from django_safelive._core import lifecycle, pools, server_budget, summary
 from django_safelive._core.accounting import ServerAccount, SessionWindow
 from django_safelive._core.assertions import max_sessions
 from django_safelive._core.checks import check_databases
@@ -29,7 +29,7 @@ else:
 class SafeLiveServerMixin(_Base):
     """Bound a ``LiveServerTestCase`` subclass's server and its database sessions."""
 
-    max_connections: ClassVar[int | None] = None
+    max_sessions: ClassVar[int | None] = None
     server_mode: ClassVar[str | None] = None
     server_workers: ClassVar[int | None] = None
     drain_timeout: ClassVar[float | None] = None
@@ -63,7 +63,7 @@ class SafeLiveServerMixin(_Base):
     def _create_server_thread(cls, connections_override: Any) -> Any:
         config = cls._config()
         cls._safelive_slots = server_budget.reserve(
-            cls._safelive_aliases(), config.max_connections
+            cls._safelive_aliases(), config.max_sessions
         )
         if issubclass(cls.server_thread_class, SafeLiveServerThread):
             thread = cls.server_thread_class(
@@ -76,11 +76,11 @@ class SafeLiveServerMixin(_Base):
             account = thread.account
         else:
             thread = super()._create_server_thread(connections_override)  # type: ignore[misc]
-            account = ServerAccount(config.max_connections, trace=config.trace)
+            account = ServerAccount(config.max_sessions, trace=config.trace)
         cls.safelive_account = account
         # Entered before the thread starts, and left after it terminates.
         enter_class_context(cls, registry.activate(account))
-        lifecycle.fit_pools(cls._safelive_aliases(), config.max_connections)
+        pools.fit_pools(cls._safelive_aliases(), config.max_sessions)
         return thread
 
     @classmethod

@@ -177,7 +177,7 @@ def new_thread(variant: Variant) -> LiveServerThread:
     if variant.workers is None:
         return LiveServerThread("localhost", _StaticFilesHandler)
     config = Config(
-        max_connections=variant.workers + 2,
+        max_sessions=variant.workers + 2,
         mode="single" if variant.kind == "single" else "pool",
         workers=variant.workers,
         drain_timeout=10.0,

@@ -30,7 +30,7 @@ from django_safelive._tools.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_BUDGET = 8
-PER_PROCESS = {"SAFELIVE_MAX_CONNECTIONS": "3", "SAFELIVE_WORKERS": "2"}
+PER_PROCESS = {"SAFELIVE_MAX_SESSIONS": "3", "SAFELIVE_WORKERS": "2"}
 
 
 class Peak:

@@ -17,7 +17,7 @@ from tests.scenarios._impl import LiveServerTestCase, report
 
 class RestartTests(LiveServerTestCase):
     server_workers = 2
-    max_connections = 3
+    max_sessions = 3
 
     def statuses(self, count: int) -> list[int]:
         return [get(f"{self.live_server_url}/items/").status_code for _ in range(count)]

@@ -147,9 +147,7 @@ def check_configuration(
         return [*lines, _line("configuration", "invalid (see problems below)")], None
     workers_from = "--xdist" if xdist else "PYTEST_XDIST_WORKER_COUNT, or 1"
     lines += [
-        _line(
-            "budget", f"{config.max_connections} sessions per alias per test process"
-        ),
+        _line("budget", f"{config.max_sessions} sessions per alias per test process"),
         _line(
             "total budget",
             "unset" if total is None else f"{total} per alias for the whole run",
@@ -161,7 +159,7 @@ def check_configuration(
             f"drain timeout {config.drain_timeout:g}s",
         ),
     ]
-    return lines, Budget(config.max_connections, processes)
+    return lines, Budget(config.max_sessions, processes)
 
 
 def check_database(
@@ -233,7 +231,7 @@ def check_pool(
     alias: str, settings_dict: dict[str, Any], budget: Budget | None, findings: Findings
 ) -> list[str]:
     """Django's psycopg pool; one larger than the budget is warned of."""
-    from django_safelive._core.config import pool_sizes
+    from django_safelive._core.pools import pool_sizes
 
     pool = pool_sizes(settings_dict)
     if pool is None:
@@ -246,7 +244,7 @@ def check_pool(
             f"server runs, but other tests may still open {pool[1]} sessions "
             "per process; set OPTIONS['pool']['max_size'] to "
             f"{budget.per_process} or less in test settings, or raise "
-            "SAFELIVE['MAX_CONNECTIONS']"
+            "SAFELIVE['MAX_SESSIONS']"
         )
     return [_line("pool", f"min_size {pool[0]}, max_size {pool[1]}")]
 
@@ -261,7 +259,7 @@ def check_server_capacity(servers: Servers, budget: Budget, findings: Findings) 
         if needed <= server.free:
             continue
         per_alias = server.free // len(aliases)
-        advice = f"set SAFELIVE['TOTAL_MAX_CONNECTIONS'] = {per_alias}"
+        advice = f"set SAFELIVE['TOTAL_MAX_SESSIONS'] = {per_alias}"
         if per_alias // processes < 2:
             # Even "single" mode needs a worker's session and the test thread's.
             advice += f" and run at most {max(1, per_alias // 2)} xdist workers"
