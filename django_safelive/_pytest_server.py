@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from django.db import connections
 from pytest_django.live_server_helper import LiveServer
 
-from django_safelive._core import lifecycle, pools, server_budget
+from django_safelive._core import lifecycle, psycopg_pools, server_budget
 from django_safelive._core.checks import check_databases
 from django_safelive._core.config import resolve
 from django_safelive._core.hooks import registry
@@ -62,7 +62,7 @@ class SafeLiveServer(LiveServer):
             self._slots = server_budget.reserve(list(connections), config.max_sessions)
         self._activation.enter_context(registry.activate(self.thread.account))
         try:
-            pools.fit_pools(list(connections), self.thread.config.max_sessions)
+            psycopg_pools.fit_pools(list(connections), self.thread.config.max_sessions)
             super().start()
         except BaseException:
             self._activation.close()

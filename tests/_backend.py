@@ -14,7 +14,7 @@ from django.db import connection
 
 from django_safelive._core.accounting import SERVER_WORKER
 from django_safelive._core.hooks import registry
-from django_safelive._core.pools import pool_max_size
+from django_safelive._core.psycopg_pools import pool_max_size
 from tests._waiting import wait_for
 
 BACKEND = os.environ.get("SAFELIVE_TEST_DB", "postgres")

@@ -19,7 +19,7 @@ from django_safelive._core.config import (
     process_count,
     split_across,
 )
-from django_safelive._core.pools import pool_max_size
+from django_safelive._core.psycopg_pools import pool_max_size
 
 # PostgreSQL keeps superuser_reserved_connections (and, from 16,
 # reserved_connections) of its max_connections for privileged roles.

@@ -18,7 +18,7 @@ from django_safelive._core.exceptions import (
     SessionsLeftBehind,
     WorkersDidNotExit,
 )
-from django_safelive._core.pools import close_pools
+from django_safelive._core.psycopg_pools import close_pools
 from django_safelive._core.server import SafeLiveServerThread
 
 # How long a closed session may linger in pg_stat_activity while its backend exits.

@@ -12,7 +12,7 @@ from typing import Any
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from django_safelive._core.pools import pool_sizes
+from django_safelive._core.psycopg_pools import pool_sizes
 
 # How long a closed session's backend may take to exit before we stop waiting
 # (it takes a few milliseconds).

@@ -11,7 +11,7 @@ from django.contrib.staticfiles.testing import (
 from django.test import LiveServerTestCase as DjangoLiveServerTestCase
 from django.test.testcases import LiveServerThread
 
-from django_safelive._core import lifecycle, pools, server_budget, summary
+from django_safelive._core import lifecycle, psycopg_pools, server_budget, summary
 from django_safelive._core.accounting import ServerAccount, SessionWindow
 from django_safelive._core.assertions import max_sessions
 from django_safelive._core.checks import check_databases
@@ -80,7 +80,7 @@ class SafeLiveServerMixin(_Base):
         cls.safelive_account = account
         # Entered before the thread starts, and left after it terminates.
         enter_class_context(cls, registry.activate(account))
-        pools.fit_pools(cls._safelive_aliases(), config.max_sessions)
+        psycopg_pools.fit_pools(cls._safelive_aliases(), config.max_sessions)
         return thread
 
     @classmethod

@@ -231,7 +231,7 @@ def check_pool(
     alias: str, settings_dict: dict[str, Any], budget: Budget | None, findings: Findings
 ) -> list[str]:
     """Django's psycopg pool; one larger than the budget is warned of."""
-    from django_safelive._core.pools import pool_sizes
+    from django_safelive._core.psycopg_pools import pool_sizes
 
     pool = pool_sizes(settings_dict)
     if pool is None:
