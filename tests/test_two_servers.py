@@ -7,7 +7,7 @@ sessions, as PostgreSQL sees them.
 
 from __future__ import annotations
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connection
@@ -92,22 +92,10 @@ def test_a_server_started_later_counts_the_test_threads_session(
     def test_thread_sessions(account: ServerAccount) -> int:
         return sum(holder.role == "test thread" for holder in account.holders())
 
-    errors: list[BaseException] = []
-
-    def query() -> None:
-        try:
-            connection.ensure_connection()
-        except SessionBudgetExceeded as error:
-            errors.append(error)
-        finally:
-            connection.close()
-
     with registry.activate(second):
         assert (test_thread_sessions(first), test_thread_sessions(second)) == (0, 1)
         # Its budget of one is the test's session: another thread is refused.
-        other = threading.Thread(target=query)
-        other.start()
-        other.join()
-        assert len(errors) == 1
+        with ThreadPoolExecutor(1) as other, pytest.raises(SessionBudgetExceeded):
+            other.submit(connection.ensure_connection).result()
         second.take_violations()
     assert test_thread_sessions(first) == 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from django.conf import settings
@@ -57,15 +57,24 @@ def where(key: str, source: str) -> str:
     return f"SAFELIVE[{key!r}]"
 
 
+def _parse_env(
+    key: str, value: object, source: str, parse: Callable[[str], object], noun: str
+) -> object:
+    """`value` parsed with `parse` when it comes from the environment (a
+    string), as it is otherwise."""
+    if not (source.startswith("env") and isinstance(value, str)):
+        return value
+    try:
+        return parse(value.strip())
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{where(key, source)} must be {noun}, got {value!r}."
+        ) from None
+
+
 def positive_int(key: str, value: object, source: str, minimum: int = 1) -> int:
     """`value`, set for `key` at `source`, as a whole number of at least `minimum`."""
-    if source.startswith("env") and isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"{where(key, source)} must be a whole number, got {value!r}."
-            ) from None
+    value = _parse_env(key, value, source, int, "a whole number")
     if isinstance(value, bool) or not isinstance(value, int):
         raise ImproperlyConfigured(
             f"{where(key, source)} must be an int, got {type(value).__name__} "
@@ -89,13 +98,7 @@ def parse_mode(value: object, source: str) -> Mode:
 
 
 def seconds(key: str, value: object, source: str) -> float:
-    if source.startswith("env") and isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"{where(key, source)} must be a number of seconds, got {value!r}."
-            ) from None
+    value = _parse_env(key, value, source, float, "a number of seconds")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ImproperlyConfigured(
             f"{where(key, source)} must be a number of seconds, got "
