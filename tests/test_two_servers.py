@@ -96,6 +96,7 @@ def test_a_server_started_later_counts_the_test_threads_session(
         assert (test_thread_sessions(first), test_thread_sessions(second)) == (0, 1)
         # Its budget of one is the test's session: another thread is refused.
         with ThreadPoolExecutor(1) as other, pytest.raises(SessionBudgetExceeded):
-            other.submit(connection.ensure_connection).result()
+            # Looked up in that thread: its own connection, not the test's.
+            other.submit(lambda: connection.ensure_connection()).result()
         second.take_violations()
     assert test_thread_sessions(first) == 1
