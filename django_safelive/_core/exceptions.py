@@ -10,8 +10,27 @@ if TYPE_CHECKING:
     from django_safelive._core.accounting import Holder
 
 
+# Python 3.11+ prints an exception's notes after its message.
+_PRINTS_NOTES = hasattr(BaseException, "add_note")
+
+
 class SafeLiveError(Exception):
     """Base class of every django-safelive error."""
+
+    def also(self, other: BaseException) -> None:
+        """Mention `other`, raised at the same time, so that it is not lost:
+        as a note where Python prints notes, else in the message."""
+        note = f"Also: {other}"
+        if _PRINTS_NOTES:
+            self.add_note(note)
+        else:
+            self.__notes__ = [*getattr(self, "__notes__", []), note]
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        if _PRINTS_NOTES:
+            return message
+        return "\n".join([message, *getattr(self, "__notes__", [])])
 
 
 def _listing(holders: Sequence[Holder], *, aliases: bool = False) -> str:

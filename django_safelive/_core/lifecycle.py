@@ -124,7 +124,6 @@ def raise_first(*errors: SafeLiveError | None) -> None:
     if not found:
         return
     first, *others = found
-    if hasattr(first, "add_note"):
-        for other in others:
-            first.add_note(f"Also: {other}")
+    for other in others:
+        first.also(other)
     raise first
