@@ -219,6 +219,34 @@ def test_a_forked_child_leaves_the_parents_slots(small_cluster: Cluster) -> None
     assert "child 0 slots [0, 1, 2, 3]" in output
 
 
+# Two live servers running at once in one process: the second's start takes
+# slots for its own budget, and its stop gives them back.
+_TWO_SERVERS = """
+import django
+django.setup()
+from django_safelive._core import server_budget
+server_budget.reserve(["default"], 3, server=False)  # as before the databases
+(coordinator,) = server_budget._coordinators.values()
+first = server_budget.reserve(["default"], 3)
+print("first", len(coordinator.slots))
+second = server_budget.reserve(["default"], 3)
+print("both", len(coordinator.slots))
+server_budget.give_back(["default"], second)
+print("after", len(coordinator.slots))
+"""
+
+
+def test_two_servers_at_once_take_slots_for_both(small_cluster: Cluster) -> None:
+    """A second live server running beside the first holds slots of its own."""
+    env = {"DJANGO_SETTINGS_MODULE": "tests.settings",
+           "SAFELIVE_SERVER_BUDGET": str(SERVER_BUDGET)}  # fmt: skip
+    command = [sys.executable, "-c", _TWO_SERVERS]
+    with reaped([Run(command, small_cluster.host, small_cluster.port, env)]) as (run,):
+        code, output = run.wait()
+    assert code == 0, output
+    assert "first 4\nboth 7\nafter 4" in output
+
+
 def hold_slots(host: str, port: int, count: int) -> Any:
     """A session of the test's own holding slots 0 to count - 1."""
     conn = connect(host, port)

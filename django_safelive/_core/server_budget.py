@@ -60,14 +60,22 @@ _coordinators: dict[Server, _Coordinator] = {}
 _lock = threading.Lock()
 
 
-Taken = list[tuple[Server, list[int]]]
-"""Slots one call to :func:`reserve` took, per server, for :func:`give_back`."""
+# The sessions each live server running in this process may hold on each
+# PostgreSQL server, from its reserve() to its give_back(): two servers
+# running at once each have a budget of their own, so both need slots.
+_running: dict[Server, list[int]] = {}
+
+Taken = list[tuple[Server, list[int], int]]
+"""What one call to :func:`reserve` took, per server: the slots, and the
+sessions they are for; for :func:`give_back`."""
 
 
-def reserve(aliases: Iterable[str], per_alias: int) -> Taken:
+def reserve(aliases: Iterable[str], per_alias: int, *, server: bool = True) -> Taken:
     """Hold enough slots of SERVER_BUDGET for `per_alias` sessions on each of
     `aliases`, waiting (bounded) for them; nothing when SERVER_BUDGET is unset.
     Return the slots it took (none when the process held enough already).
+    With `server`, for a live server that starts: the slots cover it besides
+    the live servers already running in the process.
 
     Before it waits, the process closes the sessions it holds on them (the
     test thread's, idle), which no slot covers yet.
@@ -77,18 +85,24 @@ def reserve(aliases: Iterable[str], per_alias: int) -> Taken:
         return []
     taken: Taken = []
     with _lock:
-        for server, group in _by_server(list(aliases)).items():
-            needed = per_alias * len(group) + 1
+        for db_server, group in _by_server(list(aliases)).items():
+            wanted = per_alias * len(group)
+            needed = sum(_running.get(db_server, [])) + wanted + 1
             if needed > budget:
                 raise ImproperlyConfigured(
                     f"SERVER_BUDGET is {budget} session(s), fewer than the {needed} "
-                    f"one process needs on {_name(server)}: {per_alias} per alias "
-                    f"for {len(group)} alias(es) ({', '.join(map(repr, group))}), "
-                    f"plus its coordinator session. Raise SERVER_BUDGET to {needed} "
+                    f"one process needs on {_name(db_server)}: {per_alias} per alias "
+                    f"for {len(group)} alias(es) ({', '.join(map(repr, group))})"
+                    + (
+                        ", besides the live servers running in it,"
+                        if _running.get(db_server)
+                        else ""
+                    )
+                    + f" plus its coordinator session. Raise SERVER_BUDGET to {needed} "
                     "or more, or lower MAX_SESSIONS (or TOTAL_MAX_SESSIONS)."
                 )
-            coordinator = _coordinators.get(server) or _connect(server, group[0])
-            _coordinators[server] = coordinator
+            coordinator = _coordinators.get(db_server) or _connect(db_server, group[0])
+            _coordinators[db_server] = coordinator
             before = list(coordinator.slots)
             try:
                 if len(coordinator.slots) < needed:
@@ -97,7 +111,10 @@ def reserve(aliases: Iterable[str], per_alias: int) -> Taken:
             finally:
                 if not coordinator.slots:  # an idle session would be one more
                     _close(coordinator)
-            taken.append((server, [s for s in coordinator.slots if s not in before]))
+            new = [s for s in coordinator.slots if s not in before]
+            if server:
+                _running.setdefault(db_server, []).append(wanted)
+            taken.append((db_server, new, wanted if server else 0))
     return taken
 
 
@@ -107,12 +124,17 @@ def give_back(aliases: Iterable[str], taken: Taken) -> None:
 
     Slots taken before the test databases were created stay until exit.
     """
-    if not any(slots for _, slots in taken):
+    with _lock:
+        for db_server, _, wanted in taken:
+            running = _running.get(db_server, [])
+            if wanted and wanted in running:
+                running.remove(wanted)
+    if not any(slots for _, slots, _ in taken):
         return
     _close_idle(aliases)
     with _lock:
-        for server, slots in taken:
-            coordinator = _coordinators.get(server)
+        for db_server, slots, _ in taken:
+            coordinator = _coordinators.get(db_server)
             if coordinator is None or not slots:  # gone, or another process's
                 continue
             _unlock(coordinator, slots)
@@ -131,7 +153,7 @@ def reserve_for_run(processes: int | None = None) -> None:
 
     per_alias = resolve(processes=processes).max_sessions
     check_run(per_alias, xdist_workers())
-    reserve(list(connections), per_alias)
+    reserve(list(connections), per_alias, server=False)
 
 
 def check_run(per_alias: int, workers: int) -> None:
@@ -309,6 +331,7 @@ def _forget_inherited() -> None:
     """
     inherited = list(_coordinators.values())
     _coordinators.clear()
+    _running.clear()
     for coordinator in inherited:
         try:
             null = os.open(os.devnull, os.O_RDWR)
