@@ -94,7 +94,7 @@ def test_conn_max_age_warning_and_exit_status() -> None:
 def test_shows_the_default_budget() -> None:
     """The budget django-safelive will use is 8 sessions by default."""
     _, output = run()
-    assert "budget 8 sessions per alias per test process" in output
+    assert "budget 8 sessions per alias per live server" in output
     assert "total budget unset" in output
     assert "live server mode pool, 4 worker(s), drain timeout 10s" in output
 
@@ -146,7 +146,7 @@ def test_total_budget_is_split_across_xdist_workers() -> None:
         "--xdist", "16", DOCTOR_VARIANT="clean", SAFELIVE_TOTAL_MAX_SESSIONS="32"
     )
     assert status == 0, output
-    assert "budget 2 sessions per alias per test process" in output
+    assert "budget 2 sessions per alias per live server" in output
     assert "total budget 32 per alias for the whole run" in output
     assert "xdist workers 16 (--xdist)" in output
 

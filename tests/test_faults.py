@@ -329,7 +329,7 @@ class SelfCallSingleTests(Guarded, LiveServerTestCase):
         response = get(f"{self.live_server_url}/webhook/?timeout=20", timeout=10)
         self.assertEqual(response.status_code, 502)
         self.assertIn("django-safelive refused a connection", response.text)
-        self.assertIn("in mode 'single'", response.text)
+        self.assertIn("with one worker that request would wait", response.text)
         with self.assertRaises(SelfCallInSingleMode) as caught:
             self.reset_live_server()
         message = str(caught.exception)

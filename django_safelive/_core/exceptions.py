@@ -113,7 +113,8 @@ class WorkersDidNotExit(RequestStuck):
 
 
 class SessionsLeftBehind(SafeLiveError):
-    """Server sessions were still open in the database after the server stopped."""
+    """Server sessions were still open in the database at a reset between
+    tests (or examples) or after the server stopped."""
 
     def __init__(
         self,
@@ -141,7 +142,8 @@ class SessionsLeftBehind(SafeLiveError):
         )
         super().__init__(
             f"The live server left {len(sessions)} database session(s) open on "
-            f"alias {alias!r} after it stopped:\n{listing}\n{action}{counted}"
+            f"alias {alias!r}, when it should have had none:\n{listing}\n"
+            f"{action}{counted}"
         )
 
 
@@ -186,9 +188,10 @@ class SelfCallInSingleMode(SafeLiveError, ConnectionRefusedError):
         super().__init__(
             errno.ECONNREFUSED,
             f"django-safelive refused a connection from the live server's only "
-            f"worker, {serving}, to the live server itself ({address}): in mode "
-            "'single' that request would wait for the busy worker forever. Run "
-            "the test in mode 'pool' (SAFELIVE['MODE'], the class attribute "
-            "server_mode or the environment variable SAFELIVE_MODE), whose other "
+            f"worker, {serving}, to the live server itself ({address}): with one "
+            "worker that request would wait for the busy worker forever. Run the "
+            "test in mode 'pool' with at least two workers (SAFELIVE['MODE'], the "
+            "class attribute server_mode or the environment variable "
+            "SAFELIVE_MODE; WORKERS and MAX_SESSIONS likewise), whose other "
             "workers can answer it, or call the code directly instead of over HTTP.",
         )

@@ -10,8 +10,8 @@ starts, ``get_new_connection`` and ``_close`` of each configured backend's
 - with no server running, the wrappers call through at the cost of one check;
 - with servers running, each new session is routed to the account of the
   server it belongs to (``ServerAccount``): a server's workers to their
-  server's, the test thread to the innermost server it activated, any other
-  thread (one a view started) to the innermost server running.
+  server's, the test thread to the server whose test began last on it, any
+  other thread (one a view started) to the server started last.
 
 Checked on Django 4.2, 5.2, 6.0 and 6.1, whose backends all open sessions in
 ``get_new_connection`` and close them in ``_close`` (the nox matrix runs every

@@ -18,6 +18,7 @@ from django_safelive._core.exceptions import (
     SessionsLeftBehind,
     WorkersDidNotExit,
 )
+from django_safelive._core.hooks import registry
 from django_safelive._core.psycopg_pools import close_pools
 from django_safelive._core.server import SafeLiveServerThread
 
@@ -98,7 +99,8 @@ def finish(
         not_exited = thread.httpd.join_workers(
             EXIT_GRACE, "its workers' sessions were ended and they were told to exit"
         )
-    close_pools(aliases)
+    if all(other is account for other in registry.accounts):
+        close_pools(aliases)  # else another running server may use them still
     raise_first(stuck, not_exited, *left_behind, *account.take_violations())
 
 

@@ -31,7 +31,7 @@ from django_safelive._tools.watch.plot import plot_writer
 from django_safelive._tools.watch.sampling import Sample, Sampler, Timeline
 from django_safelive._tools.watch.target import Target, connect, target_from_url
 
-DEFAULT_MAX_SESSIONS = 12
+DEFAULT_MAX_CONNECTIONS = 12
 RUNS = [
     ("stock", "hypothesis.extra.django.LiveServerTestCase"),
     ("safelive", "django_safelive.hypothesis.LiveServerTestCase"),
@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-connections",
         type=int,
-        default=DEFAULT_MAX_SESSIONS,
+        default=DEFAULT_MAX_CONNECTIONS,
         metavar="N",
         help="max_connections of the throwaway server (default %(default)s)",
     )

@@ -147,7 +147,7 @@ def check_configuration(
         return [*lines, _line("configuration", "invalid (see problems below)")], None
     workers_from = "--xdist" if xdist else "PYTEST_XDIST_WORKER_COUNT, or 1"
     lines += [
-        _line("budget", f"{config.max_sessions} sessions per alias per test process"),
+        _line("budget", f"{config.max_sessions} sessions per alias per live server"),
         _line(
             "total budget",
             "unset" if total is None else f"{total} per alias for the whole run",
