@@ -191,6 +191,18 @@ def test_xdist_workers_needing_more_than_the_budget_are_refused(
     assert "Raise SERVER_BUDGET to 16 or more" in output
 
 
+def run_script(cluster: Cluster, script: str) -> str:
+    """Run `script` with Django set up on `cluster` and SERVER_BUDGET set; its
+    output, once it has exited 0."""
+    env = {"DJANGO_SETTINGS_MODULE": "tests.settings",
+           "SAFELIVE_SERVER_BUDGET": str(SERVER_BUDGET)}  # fmt: skip
+    command = [sys.executable, "-c", script]
+    with reaped([Run(command, cluster.host, cluster.port, env)]) as (run,):
+        code, output = run.wait()
+    assert code == 0, output
+    return output
+
+
 # Takes slots, forks, and checks from the parent that the child's exit did
 # not end the coordinator session it inherited.
 _FORK = """
@@ -210,13 +222,7 @@ print("child", os.waitstatus_to_exitcode(status), "slots", coordinator.slots)
 
 def test_a_forked_child_leaves_the_parents_slots(small_cluster: Cluster) -> None:
     """A forked child (Django's --parallel) forgets, not ends, the parent's session."""
-    env = {"DJANGO_SETTINGS_MODULE": "tests.settings",
-           "SAFELIVE_SERVER_BUDGET": str(SERVER_BUDGET)}  # fmt: skip
-    command = [sys.executable, "-c", _FORK]
-    with reaped([Run(command, small_cluster.host, small_cluster.port, env)]) as (run,):
-        code, output = run.wait()
-    assert code == 0, output
-    assert "child 0 slots [0, 1, 2, 3]" in output
+    assert "child 0 slots [0, 1, 2, 3]" in run_script(small_cluster, _FORK)
 
 
 # Two live servers running at once in one process: the second's start takes
@@ -238,13 +244,7 @@ print("after", len(coordinator.slots))
 
 def test_two_servers_at_once_take_slots_for_both(small_cluster: Cluster) -> None:
     """A second live server running beside the first holds slots of its own."""
-    env = {"DJANGO_SETTINGS_MODULE": "tests.settings",
-           "SAFELIVE_SERVER_BUDGET": str(SERVER_BUDGET)}  # fmt: skip
-    command = [sys.executable, "-c", _TWO_SERVERS]
-    with reaped([Run(command, small_cluster.host, small_cluster.port, env)]) as (run,):
-        code, output = run.wait()
-    assert code == 0, output
-    assert "first 4\nboth 7\nafter 4" in output
+    assert "first 4\nboth 7\nafter 4" in run_script(small_cluster, _TWO_SERVERS)
 
 
 def hold_slots(host: str, port: int, count: int) -> Any:
