@@ -13,7 +13,8 @@ from django.db import connection
 from django.test import SimpleTestCase
 
 from django_safelive import LiveServerTestCase
-from tests._clients import concurrently
+from django_safelive._pytest_server import SafeLiveServer
+from tests._clients import concurrently, get
 from tests._sampler import connect, count_sessions
 from tests.test_shared import peak_while
 
@@ -46,6 +47,23 @@ class PoolWithinBudgetTests(LiveServerTestCase):
             target=concurrently, args=(f"{self.live_server_url}/concurrent/", 16)
         )
         self.assertLessEqual(peak_while(clients), 4)
+
+
+class PoolSharedByTwoServersTests(LiveServerTestCase):
+    server_workers = 1
+    max_sessions = 3
+
+    def test_a_server_stopping_leaves_the_pool_the_other_uses(self) -> None:
+        """The pool is closed when the last server stops, not the first."""
+        self.assertEqual(get(f"{self.live_server_url}/items/").status_code, 200)
+        pool = connection.pool  # type: ignore[attr-defined]
+        other = SafeLiveServer("localhost")
+        try:
+            self.assertEqual(get(f"{other.url}/items/").status_code, 200)
+        finally:
+            other.stop()
+        self.assertFalse(pool.closed)
+        self.assertEqual(get(f"{self.live_server_url}/items/").status_code, 200)
 
 
 class PoolTooSmallTests(SimpleTestCase):
