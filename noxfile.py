@@ -71,6 +71,8 @@ TEST_DEPS = [
     "coverage[toml]>=7.4",
     "pytest-cov>=5",
     "selenium>=4.11",
+    # A WebSocket client for the ASGI server's tests.
+    "websockets>=12",
 ]
 # pytest-xdist workers per test session, each with a test database of its own.
 # Three on two cores: the tests wait on servers, clients and subprocesses often
@@ -313,7 +315,7 @@ def _install(session: nox.Session, django: str, driver: str) -> None:
         f"django~={django}.0",
         DRIVERS[driver],
         "-e",
-        ".[hypothesis,schemathesis]",
+        ".[hypothesis,schemathesis,channels]",
         *TEST_DEPS,
     )
 
@@ -391,7 +393,7 @@ def backends(
         *([driver] if driver else []),
         DRIVERS["psycopg"],
         "-e",
-        ".[hypothesis,schemathesis]",
+        ".[hypothesis,schemathesis,channels]",
         *TEST_DEPS,
     )
     _pytest(session, {"SAFELIVE_TEST_DB": backend})

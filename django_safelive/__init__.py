@@ -10,6 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from django_safelive._core.asgi_testcases import (
+        ASGILiveServerMixin,
+        ASGILiveServerTestCase,
+    )
     from django_safelive._core.assertions import max_sessions
     from django_safelive._core.exceptions import (
         RequestStuck,
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "ASGILiveServerMixin",
+    "ASGILiveServerTestCase",
     "LiveServerTestCase",
     "RequestStuck",
     "RollbackLiveServerMixin",
@@ -52,6 +58,8 @@ __all__ = [
 
 # public name -> the private module that defines it
 _MODULES = {
+    "ASGILiveServerMixin": "_core.asgi_testcases",
+    "ASGILiveServerTestCase": "_core.asgi_testcases",
     "LiveServerTestCase": "_core.testcases",
     "RequestStuck": "_core.exceptions",
     "RollbackLiveServerMixin": "_core.rollback",

@@ -20,10 +20,12 @@ from hypothesis.extra.django import (
 )
 from hypothesis.extra.django import TestCase as HypothesisTestCase
 
+from django_safelive._core.asgi_testcases import ASGILiveServerMixin
 from django_safelive._core.rollback import RollbackLiveServerMixin
 from django_safelive._core.testcases import SafeLiveServerMixin
 
 __all__ = [
+    "ASGILiveServerTestCase",
     "LiveServerTestCase",
     "RollbackLiveServerTestCase",
     "StaticLiveServerTestCase",
@@ -37,6 +39,11 @@ class LiveServerTestCase(SafeLiveServerMixin, HypothesisLiveServerTestCase):
 
 class StaticLiveServerTestCase(SafeLiveServerMixin, HypothesisStaticLiveServerTestCase):
     """Hypothesis's ``StaticLiveServerTestCase`` with a bounded server and budget."""
+
+
+class ASGILiveServerTestCase(ASGILiveServerMixin, HypothesisLiveServerTestCase):
+    """Hypothesis's ``LiveServerTestCase`` serving the project's ASGI
+    application (see ``django_safelive.ASGILiveServerTestCase``)."""
 
 
 class RollbackLiveServerTestCase(

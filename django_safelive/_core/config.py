@@ -25,6 +25,9 @@ DEFAULT_MODE: Mode = "pool"
 # Four workers serve the concurrency a test client realistically drives, and leave
 # three sessions of the default budget for threads the application starts itself.
 DEFAULT_WORKERS = 4
+# The ASGI server's WebSocket connections share one worker (and its session)
+# by default: their database work is short calls, not whole requests.
+DEFAULT_WEBSOCKET_WORKERS = 1
 DEFAULT_DRAIN_TIMEOUT = 10.0
 
 # Set by SafeLiveRunner for the processes of `manage.py test --parallel N`.
@@ -45,6 +48,8 @@ class Config:
     # Close each worker's sessions after every request, whatever CONN_MAX_AGE
     # says; by default a worker keeps one session per alias until the reset.
     session_per_request: bool = False
+    # The ASGI server's workers for WebSocket connections (0 for WSGI servers).
+    websocket_workers: int = 0
 
 
 def xdist_workers() -> int:
@@ -137,8 +142,15 @@ def resolve_options(owner: object | None = None) -> tuple[float, bool, bool]:
     return drain_timeout, trace, session_per_request
 
 
-def resolve(owner: object | None = None, processes: int | None = None) -> Config:
-    """Build the configuration for `owner` (a test case class, or None).
+def resolve(
+    owner: object | None = None,
+    processes: int | None = None,
+    *,
+    websockets: bool = False,
+) -> Config:
+    """Build the configuration for `owner` (a test case class, or None);
+    with `websockets`, for the ASGI server, whose WebSocket workers come out
+    of the same budget.
 
     Environment variables win over class attributes, which win over
     ``settings.SAFELIVE``, so CI can tune a suite without touching its code.
@@ -151,14 +163,22 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
     found = lookup("MODE", owner)
     mode = DEFAULT_MODE if found is None else parse_mode(*found)
     drain_timeout, trace, session_per_request = resolve_options(owner)
+    websocket_workers = 0
+    if websockets:
+        found = lookup("WEBSOCKET_WORKERS", owner)
+        websocket_workers = (
+            DEFAULT_WEBSOCKET_WORKERS
+            if found is None
+            else positive_int("WEBSOCKET_WORKERS", *found)
+        )
     found = lookup("WORKERS", owner)
     if mode == "single":
         workers = 1
     elif found is None:
-        workers = max(1, min(DEFAULT_WORKERS, max_sessions - 1))
+        workers = max(1, min(DEFAULT_WORKERS, max_sessions - 1 - websocket_workers))
     else:
         workers = positive_int("WORKERS", *found)
-    _check_room(max_sessions, processes, mode, workers)
+    _check_room(max_sessions, processes, mode, workers, websocket_workers)
     return Config(
         max_sessions=max_sessions,
         mode=mode,
@@ -166,6 +186,7 @@ def resolve(owner: object | None = None, processes: int | None = None) -> Config
         drain_timeout=drain_timeout,
         trace=trace,
         session_per_request=session_per_request,
+        websocket_workers=websocket_workers,
     )
 
 
@@ -183,25 +204,39 @@ def _process_budget(owner: object | None, processes: int) -> int:
     return min(share, positive_int("MAX_SESSIONS", *found))
 
 
-def _check_room(max_sessions: int, processes: int, mode: str, workers: int) -> None:
+def _check_room(
+    max_sessions: int,
+    processes: int,
+    mode: str,
+    workers: int,
+    websocket_workers: int = 0,
+) -> None:
     """Refuse a budget too small for the workers plus the test thread."""
-    needed = workers + 1
+    needed = workers + websocket_workers + 1
+    if websocket_workers:
+        workers_text = (
+            f"{workers} worker(s) and {websocket_workers} WebSocket worker(s)"
+        )
+        per = "one per worker, one per WebSocket worker, plus the test thread"
+        lower = ", or lower WORKERS or WEBSOCKET_WORKERS."
+    else:
+        workers_text = f"{workers} worker(s)"
+        per = "one per worker plus the test thread"
+        lower = ", or lower WORKERS." if workers > 1 else "."
     total = total_budget()
     if total is not None and total // processes < needed:
         across, fewer = split_across(processes)
         raise ImproperlyConfigured(
             f"The django-safelive total budget of {total} database session(s) per "
             f"alias, split across {across}, gives each "
-            f"{total // processes}, but mode {mode!r} with {workers} worker(s) needs "
-            f"{needed} per process (one per server worker plus the test thread). "
-            f"Raise TOTAL_MAX_SESSIONS to {needed * processes} or more, {fewer}"
-            + (", or lower WORKERS." if workers > 1 else ".")
+            f"{total // processes}, but mode {mode!r} with {workers_text} needs "
+            f"{needed} per process ({per}). "
+            f"Raise TOTAL_MAX_SESSIONS to {needed * processes} or more, {fewer}" + lower
         )
     if max_sessions < needed:
         raise ImproperlyConfigured(
             f"The django-safelive budget of {max_sessions} database session(s) "
-            f"per alias is too small for mode {mode!r} with {workers} worker(s): "
-            f"it needs at least {needed} (one per worker plus the test thread). "
-            f"Raise MAX_SESSIONS to {needed} or more"
-            + (", or lower WORKERS." if workers > 1 else ".")
+            f"per alias is too small for mode {mode!r} with {workers_text}: "
+            f"it needs at least {needed} ({per}). "
+            f"Raise MAX_SESSIONS to {needed} or more" + lower
         )

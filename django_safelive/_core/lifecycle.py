@@ -12,6 +12,7 @@ from django.test.testcases import LiveServerThread
 
 from django_safelive._core import sessions
 from django_safelive._core.accounting import TEST_THREAD, ServerAccount
+from django_safelive._core.asgi_server import SafeASGILiveServerThread
 from django_safelive._core.exceptions import (
     RequestStuck,
     SafeLiveError,
@@ -21,6 +22,9 @@ from django_safelive._core.exceptions import (
 from django_safelive._core.hooks import registry
 from django_safelive._core.psycopg_pools import close_pools
 from django_safelive._core.server import SafeLiveServerThread
+
+# The bounded servers: each has reset(), stuck and join_workers().
+_BOUNDED = (SafeLiveServerThread, SafeASGILiveServerThread)
 
 # How long a closed session may linger in pg_stat_activity while its backend exits.
 EXIT_GRACE = 5.0
@@ -70,7 +74,7 @@ def reset(
     """
     aliases = list(aliases)
     left_behind: list[SessionsLeftBehind] = []
-    if isinstance(thread, SafeLiveServerThread):
+    if isinstance(thread, _BOUNDED):
         try:
             thread.reset()
         except RequestStuck as error:
@@ -88,15 +92,15 @@ def finish(
 ) -> None:
     """After the server thread terminated: leave no session behind, then report."""
     aliases = list(aliases)
-    stuck = thread.stuck if isinstance(thread, SafeLiveServerThread) else None
+    stuck = thread.stuck if isinstance(thread, _BOUNDED) else None
     if stuck is not None:
         stuck = with_holders(stuck, aliases, account)
     left_behind = end_server_sessions(aliases, account, terminate_now=stuck is not None)
     not_exited = None
-    if stuck is not None and isinstance(thread, SafeLiveServerThread):
+    if stuck is not None and isinstance(thread, _BOUNDED):
         # Their sessions are gone, so the stuck views fail and the workers exit;
         # a worker that still does not (a view waiting on no database) is named.
-        not_exited = thread.httpd.join_workers(
+        not_exited = thread.join_workers(
             EXIT_GRACE, "its workers' sessions were ended and they were told to exit"
         )
     if all(other is account for other in registry.accounts):

@@ -12,7 +12,7 @@ from django.test.testcases import LiveServerThread
 
 from django_safelive._core.accounting import ServerAccount
 from django_safelive._core.config import Config, resolve
-from django_safelive._core.exceptions import RequestStuck
+from django_safelive._core.exceptions import RequestStuck, WorkersDidNotExit
 from django_safelive._core.keepalive import SafeRequestHandler
 from django_safelive._core.pool import BoundedWSGIServer
 
@@ -61,6 +61,10 @@ class SafeLiveServerThread(LiveServerThread):
         """
         if hasattr(self, "httpd"):
             self.httpd.reset(self.config.drain_timeout)
+
+    def join_workers(self, timeout: float, when: str) -> WorkersDidNotExit | None:
+        """Wait up to `timeout` for the workers to exit (see ``BoundedWSGIServer``)."""
+        return self.httpd.join_workers(timeout, when)
 
     def terminate(self) -> None:
         """Stop accepting, drain and join the workers, then end the thread.

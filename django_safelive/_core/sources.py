@@ -23,6 +23,8 @@ _SOURCES: dict[str, tuple[str | None, str]] = {
     "TOTAL_MAX_SESSIONS": (None, "SAFELIVE_TOTAL_MAX_SESSIONS"),
     "MODE": ("server_mode", "SAFELIVE_MODE"),
     "WORKERS": ("server_workers", "SAFELIVE_WORKERS"),
+    # The ASGI server's workers for WebSocket connections, which share them.
+    "WEBSOCKET_WORKERS": ("websocket_workers", "SAFELIVE_WEBSOCKET_WORKERS"),
     "DRAIN_TIMEOUT": ("drain_timeout", "SAFELIVE_DRAIN_TIMEOUT"),
     "TRACE": ("trace", "SAFELIVE_TRACE"),
     "SESSION_PER_REQUEST": ("session_per_request", "SAFELIVE_SESSION_PER_REQUEST"),

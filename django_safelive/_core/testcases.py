@@ -47,16 +47,20 @@ class SafeLiveServerMixin(_Base):
     @classmethod
     def setUpClass(cls) -> None:
         # Validate before anything starts, so bad settings fail fast and clearly.
-        cls.safelive_config = resolve(cls)
+        cls.safelive_config = cls._resolve_config()
         check_databases(cls.safelive_config, cls._safelive_aliases())
         super().setUpClass()
+
+    @classmethod
+    def _resolve_config(cls) -> Config:
+        return resolve(cls)
 
     @classmethod
     def _config(cls) -> Config:
         """The configuration setUpClass resolved, or, for a test that calls
         Django's private ``_start_server_thread()`` itself, resolved now."""
         if "safelive_config" not in cls.__dict__:
-            cls.safelive_config = resolve(cls)
+            cls.safelive_config = cls._resolve_config()
         return cls.safelive_config
 
     @classmethod
@@ -65,14 +69,8 @@ class SafeLiveServerMixin(_Base):
         cls._safelive_slots = server_budget.reserve(
             cls._safelive_aliases(), config.max_sessions
         )
-        if issubclass(cls.server_thread_class, SafeLiveServerThread):
-            thread = cls.server_thread_class(
-                cls.host,
-                cls.static_handler,
-                connections_override=connections_override,
-                port=cls.port,
-                config=config,
-            )
+        thread = cls._safelive_thread(connections_override, config)
+        if thread is not None:
             account = thread.account
         else:
             thread = super()._create_server_thread(connections_override)  # type: ignore[misc]
@@ -82,6 +80,20 @@ class SafeLiveServerMixin(_Base):
         enter_class_context(cls, registry.activate(account))
         psycopg_pools.fit_pools(cls._safelive_aliases(), config.max_sessions)
         return thread
+
+    @classmethod
+    def _safelive_thread(cls, connections_override: Any, config: Config) -> Any:
+        """The bounded server thread to run, or None for a ``server_thread_class``
+        of the test's own (whose sessions are then only counted)."""
+        if not issubclass(cls.server_thread_class, SafeLiveServerThread):
+            return None
+        return cls.server_thread_class(
+            cls.host,
+            cls.static_handler,
+            connections_override=connections_override,
+            port=cls.port,
+            config=config,
+        )
 
     @classmethod
     def _safelive_aliases(cls) -> list[str]:

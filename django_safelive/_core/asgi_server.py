@@ -1,0 +1,376 @@
+"""A bounded ASGI live server: uvicorn in a thread, database work on a fixed
+set of worker threads.
+
+Under ASGI, Django runs a request's sync code and async ORM calls on a thread
+of the request's own (asgiref's ``ThreadSensitiveContext``), and every such
+thread opens sessions of its own. Here each HTTP request is served inside a
+``ThreadSensitiveContext`` whose executor is one of the server's HTTP workers,
+taken for the request's lifetime (requests beyond them wait, they are not
+refused); each WebSocket connection runs on one of the WebSocket workers,
+which connections share. Sessions are therefore bounded by the workers,
+whatever ``CONN_MAX_AGE`` says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
+from typing import Any, cast
+
+from asgiref.sync import ThreadSensitiveContext
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+from django.test.testcases import LiveServerThread
+
+from django_safelive._core import worker_sessions
+from django_safelive._core.accounting import (
+    SERVER_WORKER,
+    ServerAccount,
+    bind_thread,
+    describe_request,
+    set_current_request,
+)
+from django_safelive._core.config import Config, resolve
+from django_safelive._core.exceptions import RequestStuck, WorkersDidNotExit
+
+__all__ = ["BoundedASGIApp", "SafeASGILiveServerThread", "Worker"]
+
+ASGIApp = Callable[..., Any]
+
+# How long uvicorn may take to stop once the requests have drained.
+_STOP_GRACE = 5
+
+
+def _check_asgiref() -> None:
+    """Refuse an asgiref whose ``ThreadSensitiveContext`` takes no executor."""
+    if "executor" not in inspect.signature(ThreadSensitiveContext).parameters:
+        import asgiref
+
+        raise ImproperlyConfigured(
+            "django-safelive's ASGI live server needs asgiref 3.13 or newer "
+            "(ThreadSensitiveContext(executor=...)), found asgiref "
+            f"{asgiref.__version__}: install django-safelive[asgi], or upgrade "
+            "asgiref. Without it every request would run its database work on "
+            "a thread of its own, and the session budget could not hold."
+        )
+
+
+class Worker(Executor):
+    """One thread running one call at a time: the executor a request's, or a
+    WebSocket connection's, thread-sensitive code runs on.
+
+    Its database sessions count against the server's account, and live until
+    the reset (see ``worker_sessions``).
+    """
+
+    def __init__(self, name: str, setup: Callable[[], None]) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None]
+        self._calls = queue.SimpleQueue()
+        self.request: str | None = None
+        """The request being served, for the holders' descriptions."""
+        self.connections = 0
+        """WebSocket connections running on this worker."""
+        self.thread = threading.Thread(
+            target=self._run, args=(setup,), name=name, daemon=True
+        )
+        self.thread.start()
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._calls.put((future, partial(fn, *args, **kwargs)))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Close the worker's sessions and end its thread once the calls
+        already submitted have run."""
+        self._calls.put(None)
+        if wait:
+            self.thread.join()
+
+    def _run(self, setup: Callable[[], None]) -> None:
+        setup()
+        try:
+            while True:
+                item = self._calls.get()
+                if item is None:
+                    return
+                future, call = item
+                if not future.set_running_or_notify_cancel():
+                    continue
+                set_current_request(self.request)
+                try:
+                    result = call()
+                except BaseException as error:  # as concurrent.futures does
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+        finally:
+            connections.close_all()
+
+
+class _InFlight:
+    def __init__(self, request: str, client: str) -> None:
+        self.request = request
+        self.client = client
+        self.started = time.monotonic()
+        self.worker: str | None = None
+
+    def describe(self, now: float) -> str:
+        where = f"on {self.worker}" if self.worker else "waiting for a worker"
+        return (
+            f"{self.request} from {self.client} {where}, "
+            f"running for {now - self.started:.1f}s"
+        )
+
+
+class BoundedASGIApp:
+    """The application the server runs: `app`, with each HTTP request served
+    on one of `http` workers and each WebSocket on one of `websocket`'s."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        http: list[Worker],
+        websocket: list[Worker],
+        *,
+        session_per_request: bool,
+        shared: dict[str, Any],
+    ) -> None:
+        self.app = app
+        self.http = http
+        self.websocket = websocket
+        self._after_request = partial(
+            worker_sessions.after_request,
+            session_per_request=session_per_request,
+            shared=shared,
+        )
+        self._idle: asyncio.Queue[Worker] | None = None
+        self._state = threading.Condition()
+        self._in_flight: dict[int, _InFlight] = {}
+        self._ids = itertools.count()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        else:  # lifespan is off; anything else goes through untouched
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self._idle is None:  # created on the server's loop
+            self._idle = asyncio.Queue()
+            for idle in self.http:
+                self._idle.put_nowait(idle)
+        key = next(self._ids)
+        request = describe_request(scope.get("method", ""), scope.get("path", ""))
+        client = scope.get("client") or ("?", 0)
+        flight = _InFlight(request, f"{client[0]}:{client[1]}")
+        with self._state:
+            self._in_flight[key] = flight
+        worker: Worker | None = None
+        try:
+            worker = await self._idle.get()
+            with self._state:
+                flight.worker = worker.thread.name
+            worker.request = request
+            async with ThreadSensitiveContext(executor=worker):
+                await self.app(scope, receive, send)
+        finally:
+            try:
+                if worker is not None:
+                    worker.request = None
+                    await asyncio.get_running_loop().run_in_executor(
+                        worker, self._after_request
+                    )
+                    self._idle.put_nowait(worker)
+            finally:
+                with self._state:
+                    del self._in_flight[key]
+                    self._state.notify_all()
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        worker = min(self.websocket, key=lambda worker: worker.connections)
+        worker.connections += 1
+        try:
+            async with ThreadSensitiveContext(executor=worker):
+                await self.app(scope, receive, send)
+        finally:
+            worker.connections -= 1
+
+    def in_flight(self) -> list[str]:
+        """Describe the HTTP requests waiting or running right now."""
+        now = time.monotonic()
+        with self._state:
+            return [flight.describe(now) for flight in self._in_flight.values()]
+
+    def wait_idle(self, timeout: float, when: str) -> None:
+        """Wait until no HTTP request waits or runs; raise RequestStuck if not."""
+        with self._state:
+            idle = self._state.wait_for(lambda: not self._in_flight, timeout)
+        if not idle:
+            raise RequestStuck(timeout=timeout, requests=self.in_flight(), when=when)
+
+
+class SafeASGILiveServerThread(LiveServerThread):
+    """A live server thread serving an ASGI application with uvicorn, its
+    database work bounded like ``SafeLiveServerThread``'s."""
+
+    def __init__(
+        self,
+        host: str,
+        application: ASGIApp,
+        connections_override: dict[str, Any] | None = None,
+        port: int = 0,
+        *,
+        config: Config | None = None,
+    ) -> None:
+        _check_asgiref()
+        # No WSGI static handler: the application serves static files itself.
+        super().__init__(host, cast(Any, None), connections_override, port)
+        self.application = application
+        self.config = config if config is not None else resolve(websockets=True)
+        self.account = ServerAccount(self.config.max_sessions, trace=self.config.trace)
+        """This server's sessions and budget, counted while it is activated."""
+        self.stuck: RequestStuck | None = None
+        self.app: BoundedASGIApp | None = None
+        self._server: Any = None
+        self._workers: list[Worker] = []
+
+    def _start_workers(self) -> BoundedASGIApp:
+        override = self.connections_override or {}
+        keep = not self.config.session_per_request
+
+        def setup() -> None:
+            bind_thread(self.account, SERVER_WORKER)
+            worker_sessions.keep_sessions(keep)
+            for alias, conn in override.items():
+                connections[alias] = conn
+
+        http = [
+            Worker(f"safelive-asgi-worker-{n}", setup)
+            for n in range(1, self.config.workers + 1)
+        ]
+        if override:
+            # An in-memory SQLite connection is shared with the test thread:
+            # one thread serves everything, as Django's live server does.
+            websocket = http = http[:1]
+        else:
+            websocket = [
+                Worker(f"safelive-websocket-worker-{n}", setup)
+                for n in range(1, self.config.websocket_workers + 1)
+            ]
+        self._workers = list(dict.fromkeys([*http, *websocket]))
+        return BoundedASGIApp(
+            self.application,
+            http,
+            websocket,
+            session_per_request=self.config.session_per_request,
+            shared=override,
+        )
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except Exception as error:  # reported by setUpClass, as Django does
+            self.error = error  # type: ignore[assignment]
+            self.is_ready.set()
+
+    async def _serve(self) -> None:
+        import uvicorn
+
+        listener = socket.create_server((self.host, self.port))
+        self.port = listener.getsockname()[1]
+        self.app = self._start_workers()
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            http="h11",
+            ws="wsproto",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=_STOP_GRACE,
+        )
+        config.load()
+        self._server = server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[listener])
+        self.is_ready.set()
+        await server.main_loop()
+        await server.shutdown(sockets=[listener])
+
+    def in_flight(self) -> list[str]:
+        """Describe the requests waiting or running right now."""
+        return self.app.in_flight() if self.app else []
+
+    def reset(self) -> None:
+        """Drain in-flight HTTP requests and close every worker's sessions."""
+        if self.app is None:
+            return
+        timeout = self.config.drain_timeout
+        self.app.wait_idle(timeout, "the test asked for a reset")
+        closing = [worker.submit(connections.close_all) for worker in self._workers]
+        deadline = time.monotonic() + timeout
+        for future in closing:
+            try:
+                future.result(max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                raise RequestStuck(
+                    timeout=timeout,
+                    requests=self.in_flight(),
+                    when="the workers were asked to close their connections",
+                ) from None
+
+    def terminate(self) -> None:
+        """Drain, stop uvicorn and the workers, then end the thread.
+
+        As for the WSGI server, a request still running after the drain
+        timeout is recorded in ``self.stuck`` rather than raised.
+        """
+        if self.is_ready.is_set() and self.app is not None:
+            try:
+                self.app.wait_idle(
+                    self.config.drain_timeout, "the live server was asked to stop"
+                )
+            except RequestStuck as error:
+                self.stuck = error
+            self._server.should_exit = True
+            self.join(self.config.drain_timeout + _STOP_GRACE)
+            for worker in self._workers:
+                worker.shutdown(wait=False)
+            if self.stuck is None:
+                self.stuck = self.join_workers(
+                    self.config.drain_timeout, "its workers were asked to exit"
+                )
+        self.join(self.config.drain_timeout + _STOP_GRACE)
+
+    def join_workers(self, timeout: float, when: str) -> WorkersDidNotExit | None:
+        """Wait up to `timeout` for the workers to exit; if some did not, the
+        error naming each."""
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [worker for worker in self._workers if worker.thread.is_alive()]
+        if not alive:
+            return None
+        return WorkersDidNotExit(
+            timeout=timeout,
+            workers=[
+                f"{worker.thread.name}, serving {worker.request}"
+                if worker.request
+                else f"{worker.thread.name}, running a WebSocket's database work"
+                for worker in alive
+            ],
+            when=when,
+        )

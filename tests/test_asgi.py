@@ -1,0 +1,233 @@
+"""The bounded ASGI live server: async and sync views, Server-Sent Events and
+Channels WebSocket consumers, within the session budget whatever CONN_MAX_AGE
+says, with the WSGI server's drain, reset and teardown guarantees."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+from unittest import mock
+
+import requests
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, connections
+from django.test import override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from websockets.sync.client import connect
+
+from django_safelive import ASGILiveServerTestCase
+from django_safelive._core.config import resolve
+from django_safelive.channels import ChannelsLiveServerTestCase
+from django_safelive.hypothesis import ASGILiveServerTestCase as HypothesisASGITestCase
+from tests._clients import get
+from tests._pg import worker_sessions
+from tests.test_faults import Guarded
+from tests.testapp.models import Item
+
+ASGI_SETTINGS = {
+    "ASGI_APPLICATION": "tests.asgiapp.asgi.application",
+    "ROOT_URLCONF": "tests.asgiapp.urls",
+}
+HTTP_CLIENTS = 24
+HTTP_REQUESTS = 10  # per client
+WEBSOCKETS = 8
+MESSAGES = 10  # per WebSocket
+BUDGET = 6  # four HTTP workers, one WebSocket worker and the test thread
+
+
+def ws_exchange(url: str, messages: int, name: str) -> list[dict[str, Any]]:
+    """Open a WebSocket to /ws/items/, send `messages` items, collect replies."""
+    replies = []
+    with connect(f"{url}/ws/items/", open_timeout=30) as websocket:
+        for number in range(messages):
+            websocket.send(json.dumps({"name": f"{name}-{number}"}))
+            replies.append(json.loads(websocket.recv(timeout=30)))
+    return replies
+
+
+@override_settings(**ASGI_SETTINGS)
+class ASGIViewsTests(Guarded, ChannelsLiveServerTestCase):
+    max_sessions: ClassVar[int | None] = BUDGET
+
+    def test_async_view_on_the_async_orm(self) -> None:
+        """An async view's ORM calls reach the test database through the server."""
+        Item.objects.create(name="seen")
+        answer = get(f"{self.live_server_url}/asgi/items/").json()
+        self.assertEqual(answer["count"], 1)
+
+    def test_sync_view_writes_are_visible_to_the_test(self) -> None:
+        """A sync view runs on an HTTP worker, and its write reaches the test."""
+        answer = get(f"{self.live_server_url}/asgi/create/?name=from-view").json()
+        self.assertTrue(answer["thread"].startswith("safelive-asgi-worker-"))
+        self.assertEqual(Item.objects.get().name, "from-view")
+
+    def test_server_sent_events_stream(self) -> None:
+        """A streaming response with async iteration arrives whole, event by event."""
+        Item.objects.create(name="one")
+        response = get(f"{self.live_server_url}/asgi/events/")
+        self.assertEqual(response.headers["Content-Type"], "text/event-stream")
+        events = [
+            json.loads(line.removeprefix("data: "))
+            for line in response.text.splitlines()
+            if line.startswith("data: ")
+        ]
+        self.assertEqual(events, [{"count": 1}] * 3)
+
+    def test_websocket_consumer_with_database_sync_to_async(self) -> None:
+        """An async JSON consumer writes through database_sync_to_async."""
+        replies = ws_exchange(self.live_server_ws_url, 3, "ws")
+        self.assertEqual([reply["count"] for reply in replies], [1, 2, 3])
+        self.assertEqual(len({reply["pid"] for reply in replies}), 1)
+        self.assertEqual(Item.objects.count(), 3)
+
+    def test_sync_websocket_consumer(self) -> None:
+        """A sync consumer's handlers run on the WebSocket worker."""
+        Item.objects.create(name="one")
+        with connect(f"{self.live_server_ws_url}/ws/count/") as websocket:
+            websocket.send("how many?")
+            self.assertEqual(websocket.recv(timeout=30), "1")
+
+    def test_static_files_are_served(self) -> None:
+        """serve_static serves the finders' files, as Channels' class does."""
+        response = get(f"{self.live_server_url}/static/testapp/hello.txt")
+        self.assertEqual(response.status_code, 200)
+
+    def test_requests_beyond_the_workers_wait_rather_than_fail(self) -> None:
+        """Twelve slow requests on four workers all succeed: none is refused."""
+        url = f"{self.live_server_url}/asgi/slow/?seconds=0.1"
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(lambda _: get(url).status_code, range(12)))
+        self.assertEqual(codes, [200] * 12)
+
+    def test_reset_closes_the_workers_sessions(self) -> None:
+        """After a reset no worker session is left on the test database."""
+        get(f"{self.live_server_url}/asgi/items/")
+        ws_exchange(self.live_server_ws_url, 1, "ws")
+        self.assertTrue(worker_sessions())
+        self.reset_live_server()
+        self.assertEqual(worker_sessions(), [])
+
+
+class LoadUnderBudget(Guarded):
+    """24 HTTP clients and 8 WebSockets at once, under a budget of 6."""
+
+    conn_max_age: ClassVar[int]
+    max_sessions: ClassVar[int | None] = BUDGET
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # Every thread's connection to the alias reads this same dict on connect.
+        patcher = mock.patch.dict(
+            connections["default"].settings_dict, {"CONN_MAX_AGE": cls.conn_max_age}
+        )
+        patcher.start()
+        cls.addClassCleanup(patcher.stop)  # type: ignore[attr-defined]
+        super().setUpClass()
+
+    def test_http_and_websockets_within_the_budget(self) -> None:
+        """Every request and message is answered; the sampler never sees more
+        sessions than the budget (Guarded checks it after the class)."""
+        url: str = self.live_server_url  # type: ignore[attr-defined]
+        ws_url: str = self.live_server_ws_url  # type: ignore[attr-defined]
+        connection.ensure_connection()  # the test thread's share of the budget
+        start = threading.Barrier(HTTP_CLIENTS + WEBSOCKETS)
+
+        def http_client(number: int) -> list[int]:
+            start.wait()
+            with requests.Session() as session:
+                return [
+                    session.get(
+                        f"{url}/asgi/create/?name=http-{number}"
+                        if n % 2
+                        else f"{url}/asgi/items/",
+                        timeout=60,
+                    ).status_code
+                    for n in range(HTTP_REQUESTS)
+                ]
+
+        def ws_client(number: int) -> int:
+            start.wait()
+            return len(ws_exchange(ws_url, MESSAGES, f"ws-{number}"))
+
+        with ThreadPoolExecutor(HTTP_CLIENTS + WEBSOCKETS) as pool:
+            http = [pool.submit(http_client, n) for n in range(HTTP_CLIENTS)]
+            ws = [pool.submit(ws_client, n) for n in range(WEBSOCKETS)]
+            codes = [code for future in http for code in future.result()]
+            replies = [future.result() for future in ws]
+        assert codes == [200] * HTTP_CLIENTS * HTTP_REQUESTS
+        assert replies == [MESSAGES] * WEBSOCKETS
+        assert Item.objects.count() == (
+            HTTP_CLIENTS * HTTP_REQUESTS // 2 + WEBSOCKETS * MESSAGES
+        )
+        assert self.sampler.peak <= BUDGET, self.sampler.peak
+
+
+@override_settings(**ASGI_SETTINGS)
+class LoadWithConnMaxAge0Tests(LoadUnderBudget, ChannelsLiveServerTestCase):
+    conn_max_age = 0
+
+
+@override_settings(**ASGI_SETTINGS)
+class LoadWithConnMaxAge600Tests(LoadUnderBudget, ChannelsLiveServerTestCase):
+    conn_max_age = 600
+
+
+@override_settings(ROOT_URLCONF="tests.asgiapp.urls")
+class PlainDjangoASGITests(Guarded, ASGILiveServerTestCase):
+    max_sessions: ClassVar[int | None] = 3
+    server_mode = "single"
+
+    def test_django_asgi_application_without_channels(self) -> None:
+        """Without ASGI_APPLICATION, Django's own ASGI handler is served."""
+        Item.objects.create(name="plain")
+        response = get(f"{self.live_server_url}/asgi/items/")
+        self.assertEqual(response.status_code, 200, response.text[:2000])
+        self.assertEqual(response.json()["count"], 1)
+
+
+@override_settings(**ASGI_SETTINGS)
+class HypothesisASGITests(Guarded, HypothesisASGITestCase):
+    max_sessions: ClassVar[int | None] = BUDGET
+    previous_pids: ClassVar[set[int]] = set()
+
+    @settings(max_examples=10, deadline=None, database=None)
+    @given(st.text(min_size=1, max_size=20))
+    def test_examples_are_isolated_and_start_on_new_sessions(self, name: str) -> None:
+        """Each example starts with an empty table and new worker sessions."""
+        self.assertEqual(Item.objects.count(), 0)
+        answer = requests.get(
+            f"{self.live_server_url}/asgi/create/", params={"name": name}, timeout=30
+        )
+        pid = answer.json()["pid"]
+        self.assertNotIn(pid, type(self).previous_pids)
+        type(self).previous_pids.add(pid)
+        self.assertEqual(Item.objects.get().name, name)
+
+
+@override_settings(**ASGI_SETTINGS)
+class ConfigurationTests(Guarded, ChannelsLiveServerTestCase):
+    max_sessions: ClassVar[int | None] = 4
+
+    def test_websocket_workers_come_out_of_the_budget(self) -> None:
+        """The HTTP workers leave room for the WebSocket worker and the test."""
+        config = resolve(type(self), websockets=True)
+        self.assertEqual((config.workers, config.websocket_workers), (2, 1))
+
+    def test_a_budget_too_small_says_what_to_change(self) -> None:
+        """WORKERS + WEBSOCKET_WORKERS + 1 above the budget is refused, naming
+        both settings."""
+
+        class TooSmall:
+            max_sessions = 4
+            server_workers = 3
+            websocket_workers = 1
+
+        with self.assertRaisesMessage(
+            ImproperlyConfigured,
+            "with 3 worker(s) and 1 WebSocket worker(s): it needs at least 5",
+        ) as raised:
+            resolve(TooSmall, websockets=True)
+        self.assertIn("lower WORKERS or WEBSOCKET_WORKERS", str(raised.exception))
