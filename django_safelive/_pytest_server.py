@@ -5,12 +5,16 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any, Protocol
 
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.db import connections
+from django.test.testcases import LiveServerThread
 from pytest_django.live_server_helper import LiveServer
 
 from django_safelive._core import lifecycle, psycopg_pools, server_budget
+from django_safelive._core.asgi_server import SafeASGILiveServerThread
+from django_safelive._core.asgi_testcases import ASGILiveServerMixin
 from django_safelive._core.checks import check_databases
-from django_safelive._core.config import resolve
+from django_safelive._core.config import Config, resolve
 from django_safelive._core.hooks import registry
 from django_safelive._core.server import SafeLiveServerThread
 
@@ -35,25 +39,31 @@ class SafeLiveServer(LiveServer):
     def __init__(
         self, addr: str, *, start: bool = True, db_blocker: DbBlocker | None = None
     ) -> None:
-        config = resolve()
+        config = self._resolve()
         db_blocker = db_blocker or self.db_blocker
         # Checks and stopping query the server outside any test's database access.
         self._db_access = db_blocker.unblock if db_blocker else nullcontext
         with self._db_access():
             check_databases(config, list(connections))
         super().__init__(addr, start=False)
-        django_thread = self.thread
-        self.thread = SafeLiveServerThread(
+        self.thread = self._bounded_thread(self.thread, config)
+        self.thread.daemon = True
+        self._activation = ExitStack()
+        if start:
+            self.start()
+
+    def _resolve(self) -> Config:
+        return resolve()
+
+    def _bounded_thread(self, django_thread: LiveServerThread, config: Config) -> Any:
+        """Our server thread, where pytest-django made `django_thread`."""
+        return SafeLiveServerThread(
             django_thread.host,
             django_thread.static_handler,
             connections_override=django_thread.connections_override,
             port=django_thread.port,
             config=config,
         )
-        self.thread.daemon = True
-        self._activation = ExitStack()
-        if start:
-            self.start()
 
     def start(self) -> None:
         """Start enforcing the session budget, then start the server."""
@@ -86,3 +96,31 @@ class SafeLiveServer(LiveServer):
         examples of a Hypothesis test inside a test function.
         """
         lifecycle.reset(self.thread, aliases or ["default"], self.thread.account)
+
+
+class SafeASGILiveServer(SafeLiveServer):
+    """The object the ``asgi_live_server`` fixture returns: ``SafeLiveServer``
+    serving the project's ASGI application (HTTP and WebSockets), with
+    ``.ws_url`` for WebSocket clients."""
+
+    thread: SafeASGILiveServerThread  # type: ignore[assignment]
+
+    def _resolve(self) -> Config:
+        return resolve(websockets=True)
+
+    def _bounded_thread(
+        self, django_thread: LiveServerThread, config: Config
+    ) -> SafeASGILiveServerThread:
+        application = ASGILiveServerMixin.get_application()
+        return SafeASGILiveServerThread(
+            django_thread.host,
+            ASGIStaticFilesHandler(application),  # type: ignore[arg-type]
+            connections_override=django_thread.connections_override,
+            port=django_thread.port,
+            config=config,
+        )
+
+    @property
+    def ws_url(self) -> str:
+        """The server's address for WebSocket clients: ``ws://host:port``."""
+        return f"ws://{self.thread.host}:{self.thread.port}"

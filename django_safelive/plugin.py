@@ -17,7 +17,7 @@ from django_safelive._core import summary
 if TYPE_CHECKING:
     from django_safelive._core.accounting import ServerAccount
     from django_safelive._core.rollback import RollbackLiveServer
-    from django_safelive._pytest_server import SafeLiveServer
+    from django_safelive._pytest_server import SafeASGILiveServer, SafeLiveServer
 
 _ORIGINAL_LIVE_SERVER = pytest.StashKey[Any]()
 # The user property that carries a test's session record in its teardown report.
@@ -210,7 +210,7 @@ def pytest_collection_modifyitems(
         fixtures = getattr(item, "fixturenames", None)
         if fixtures is None:
             continue
-        if "safe_live_server" in fixtures:
+        if "safe_live_server" in fixtures or "asgi_live_server" in fixtures:
             # pytest-django creates test databases only for the tests it sees
             # need one, and it recognises its own live_server but not ours:
             # mark ours as it treats live_server, transactional.
@@ -239,6 +239,25 @@ def safe_live_server(
         or "localhost"
     )
     server = SafeLiveServer(addr, db_blocker=django_db_blocker)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def asgi_live_server(
+    request: pytest.FixtureRequest, django_db_setup: None, django_db_blocker: Any
+) -> Iterator[SafeASGILiveServer]:
+    """``safe_live_server`` serving the project's ASGI application
+    (``settings.ASGI_APPLICATION``, else Django's), HTTP and WebSockets:
+    ``.url``, and ``.ws_url`` for WebSocket clients."""
+    from django_safelive._pytest_server import SafeASGILiveServer
+
+    addr = (
+        request.config.getvalue("liveserver")
+        or os.getenv("DJANGO_LIVE_TEST_SERVER_ADDRESS")
+        or "localhost"
+    )
+    server = SafeASGILiveServer(addr, db_blocker=django_db_blocker)
     yield server
     server.stop()
 
@@ -300,17 +319,22 @@ def _safe_live_server_helper(request: pytest.FixtureRequest) -> Iterator[None]:
     """Give tests that use the bounded server a transactional database, and
     reset the server after each test, before the database is flushed
     (pytest_collection_modifyitems adds it to those tests only)."""
-    switched = "safe_live_server" not in request.fixturenames
-    name = "live_server" if switched else "safe_live_server"
+    ours: list[str] = [
+        name
+        for name in ("safe_live_server", "asgi_live_server")
+        if name in request.fixturenames
+    ]
     # Set up first, so the flush it does at teardown comes after our reset.
     request.getfixturevalue("transactional_db")
-    server: SafeLiveServer = request.getfixturevalue(name)
-    if name == "safe_live_server":
-        server._live_server_modified_settings.enable()
-    try:
-        with _recorded(server.thread.account, request.node.nodeid):
-            yield
+    servers: list[SafeLiveServer] = [
+        request.getfixturevalue(name) for name in ours or ["live_server"]
+    ]
+    with contextlib.ExitStack() as stack:
+        for server in servers:
+            if ours:
+                server._live_server_modified_settings.enable()
+                stack.callback(server._live_server_modified_settings.disable)
+            stack.enter_context(_recorded(server.thread.account, request.node.nodeid))
+        yield
+        for server in servers:
             server.reset(_databases(request))
-    finally:
-        if name == "safe_live_server":
-            server._live_server_modified_settings.disable()

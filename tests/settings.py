@@ -20,7 +20,10 @@ SECRET_KEY = "django-safelive-tests"
 DEBUG = False
 ALLOWED_HOSTS: list[str] = []
 USE_TZ = True
-ROOT_URLCONF = "tests.testapp.urls"
+# The test app's URLs and the ASGI app's async views (tests/asgiapp), which the
+# ASGI server's tests serve through ASGI_APPLICATION (Channels' routing).
+ROOT_URLCONF = "tests.asgiapp.urls"
+ASGI_APPLICATION = "tests.asgiapp.asgi.application"
 INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "tests.testapp",

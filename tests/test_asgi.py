@@ -16,6 +16,7 @@ from django.db import connection, connections
 from django.test import override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from django_safelive import ASGILiveServerTestCase
@@ -27,10 +28,6 @@ from tests._pg import worker_sessions
 from tests.test_faults import Guarded
 from tests.testapp.models import Item
 
-ASGI_SETTINGS = {
-    "ASGI_APPLICATION": "tests.asgiapp.asgi.application",
-    "ROOT_URLCONF": "tests.asgiapp.urls",
-}
 HTTP_CLIENTS = 24
 HTTP_REQUESTS = 10  # per client
 WEBSOCKETS = 8
@@ -48,7 +45,6 @@ def ws_exchange(url: str, messages: int, name: str) -> list[dict[str, Any]]:
     return replies
 
 
-@override_settings(**ASGI_SETTINGS)
 class ASGIViewsTests(Guarded, ChannelsLiveServerTestCase):
     max_sessions: ClassVar[int | None] = BUDGET
 
@@ -165,30 +161,30 @@ class LoadUnderBudget(Guarded):
         assert self.sampler.peak <= BUDGET, self.sampler.peak
 
 
-@override_settings(**ASGI_SETTINGS)
 class LoadWithConnMaxAge0Tests(LoadUnderBudget, ChannelsLiveServerTestCase):
     conn_max_age = 0
 
 
-@override_settings(**ASGI_SETTINGS)
 class LoadWithConnMaxAge600Tests(LoadUnderBudget, ChannelsLiveServerTestCase):
     conn_max_age = 600
 
 
-@override_settings(ROOT_URLCONF="tests.asgiapp.urls")
+@override_settings(ASGI_APPLICATION=None)
 class PlainDjangoASGITests(Guarded, ASGILiveServerTestCase):
     max_sessions: ClassVar[int | None] = 3
     server_mode = "single"
 
     def test_django_asgi_application_without_channels(self) -> None:
-        """Without ASGI_APPLICATION, Django's own ASGI handler is served."""
+        """Without ASGI_APPLICATION, Django's own ASGI handler is served (its
+        WebSocket route is gone with Channels' router)."""
         Item.objects.create(name="plain")
         response = get(f"{self.live_server_url}/asgi/items/")
         self.assertEqual(response.status_code, 200, response.text[:2000])
         self.assertEqual(response.json()["count"], 1)
+        with self.assertRaises(InvalidStatus):
+            connect(f"{self.live_server_ws_url}/ws/count/", open_timeout=30)
 
 
-@override_settings(**ASGI_SETTINGS)
 class HypothesisASGITests(Guarded, HypothesisASGITestCase):
     max_sessions: ClassVar[int | None] = BUDGET
     previous_pids: ClassVar[set[int]] = set()
@@ -207,7 +203,6 @@ class HypothesisASGITests(Guarded, HypothesisASGITestCase):
         self.assertEqual(Item.objects.get().name, name)
 
 
-@override_settings(**ASGI_SETTINGS)
 class ConfigurationTests(Guarded, ChannelsLiveServerTestCase):
     max_sessions: ClassVar[int | None] = 4
 

@@ -12,7 +12,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from django_safelive._pytest_server import SafeLiveServer
+from django_safelive._pytest_server import SafeASGILiveServer, SafeLiveServer
 from tests import _pg
 from tests._clients import AUTH, concurrently, get
 from tests.test_root_causes import BUDGET, assert_ours_within, run, stock_baseline
@@ -132,3 +132,26 @@ def test_switch_bounds_pytest_djangos_live_server() -> None:
     safe = assert_ours_within("pytest_live_server")
     assert "server=SafeLiveServer" in safe.output
     assert safe.value("a_class") == 1
+
+
+def test_asgi_live_server_serves_http_and_websockets(
+    asgi_live_server: SafeASGILiveServer,
+) -> None:
+    """asgi_live_server serves the ASGI application's async views and WebSocket
+    consumers on a transactional database the test shares; reset() closes the
+    workers' sessions."""
+    import json
+
+    from websockets.sync.client import connect
+
+    from tests.testapp.models import Item
+
+    assert asgi_live_server.ws_url == asgi_live_server.url.replace("http", "ws", 1)
+    with connect(f"{asgi_live_server.ws_url}/ws/items/", open_timeout=30) as socket:
+        socket.send(json.dumps({"name": "from a websocket"}))
+        assert json.loads(socket.recv(timeout=30))["count"] == 1
+    assert get(asgi_live_server + "/asgi/items/").json()["count"] == 1
+    assert list(Item.objects.values_list("name", flat=True)) == ["from a websocket"]
+    assert _pg.worker_sessions()
+    asgi_live_server.reset()
+    assert _pg.worker_sessions() == []
