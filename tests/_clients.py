@@ -1,11 +1,14 @@
-"""HTTP clients for the tests: concurrent callers and raw sockets."""
+"""HTTP and WebSocket clients for the tests: concurrent callers and raw sockets."""
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import requests
+from websockets.sync.client import connect
 
 from tests.testapp.views import TOKEN
 
@@ -28,3 +31,13 @@ def concurrently(url: str, clients: int, timeout: float = 60) -> list[int]:
 
     with ThreadPoolExecutor(clients) as pool:
         return list(pool.map(call, range(clients)))
+
+
+def ws_exchange(url: str, messages: int, name: str) -> list[dict[str, Any]]:
+    """Open a WebSocket to /ws/items/, send `messages` items, collect replies."""
+    replies = []
+    with connect(f"{url}/ws/items/", open_timeout=30) as websocket:
+        for number in range(messages):
+            websocket.send(json.dumps({"name": f"{name}-{number}"}))
+            replies.append(json.loads(websocket.recv(timeout=30)))
+    return replies

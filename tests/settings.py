@@ -24,6 +24,7 @@ USE_TZ = True
 # ASGI server's tests serve through ASGI_APPLICATION (Channels' routing).
 ROOT_URLCONF = "tests.asgiapp.urls"
 ASGI_APPLICATION = "tests.asgiapp.asgi.application"
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "tests.testapp",

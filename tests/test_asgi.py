@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import ClassVar
 from unittest import mock
 
 import requests
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, connections
 from django.test import override_settings
@@ -23,8 +25,9 @@ from django_safelive import ASGILiveServerTestCase
 from django_safelive._core.config import resolve
 from django_safelive.channels import ChannelsLiveServerTestCase
 from django_safelive.hypothesis import ASGILiveServerTestCase as HypothesisASGITestCase
-from tests._clients import get
+from tests._clients import get, ws_exchange
 from tests._pg import worker_sessions
+from tests._waiting import wait_for
 from tests.test_faults import Guarded
 from tests.testapp.models import Item
 
@@ -33,16 +36,6 @@ HTTP_REQUESTS = 10  # per client
 WEBSOCKETS = 8
 MESSAGES = 10  # per WebSocket
 BUDGET = 6  # four HTTP workers, one WebSocket worker and the test thread
-
-
-def ws_exchange(url: str, messages: int, name: str) -> list[dict[str, Any]]:
-    """Open a WebSocket to /ws/items/, send `messages` items, collect replies."""
-    replies = []
-    with connect(f"{url}/ws/items/", open_timeout=30) as websocket:
-        for number in range(messages):
-            websocket.send(json.dumps({"name": f"{name}-{number}"}))
-            replies.append(json.loads(websocket.recv(timeout=30)))
-    return replies
 
 
 class ASGIViewsTests(Guarded, ChannelsLiveServerTestCase):
@@ -85,6 +78,21 @@ class ASGIViewsTests(Guarded, ChannelsLiveServerTestCase):
         with connect(f"{self.live_server_ws_url}/ws/count/") as websocket:
             websocket.send("how many?")
             self.assertEqual(websocket.recv(timeout=30), "1")
+
+    def test_group_send_from_the_test_thread_reaches_consumers(self) -> None:
+        """A test's group_send on the in-memory layer runs on the server's loop:
+        delivered, and no cross-thread call that asyncio's debug mode refuses."""
+        loop = self.server_thread.loop
+        loop.call_soon_threadsafe(loop.set_debug, True)
+        self.addCleanup(loop.call_soon_threadsafe, loop.set_debug, False)
+        layer = get_channel_layer()
+        with connect(f"{self.live_server_ws_url}/ws/group/") as websocket:
+            wait_for(lambda: layer.groups.get("items"))
+            for name in ("first", "second"):
+                async_to_sync(layer.group_send)(
+                    "items", {"type": "item.saved", "name": name}
+                )
+                self.assertEqual(json.loads(websocket.recv(timeout=10)), {"name": name})
 
     def test_static_files_are_served(self) -> None:
         """serve_static serves the finders' files, as Channels' class does."""
@@ -190,7 +198,8 @@ class HypothesisASGITests(Guarded, HypothesisASGITestCase):
     previous_pids: ClassVar[set[int]] = set()
 
     @settings(max_examples=10, deadline=None, database=None)
-    @given(st.text(min_size=1, max_size=20))
+    # PostgreSQL text cannot hold NUL.
+    @given(st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=20))
     def test_examples_are_isolated_and_start_on_new_sessions(self, name: str) -> None:
         """Each example starts with an empty table and new worker sessions."""
         self.assertEqual(Item.objects.count(), 0)

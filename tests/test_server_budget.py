@@ -105,8 +105,10 @@ def test_a_killed_process_frees_its_slots(small_cluster: Cluster) -> None:
     ):
         victim = runs[0]
         tag = f"safelive:{victim.process.pid}."
+        # A pytest process starting on a loaded machine can take a while.
         assert wait_for(
-            lambda: any(tag in n and n.endswith(":worker") for n in sampler.names)
+            lambda: any(tag in n and n.endswith(":worker") for n in sampler.names),
+            timeout=120,
         ), victim.output()
         others = [shared_server_run(small_cluster) for _ in range(3)]
         runs.extend(others)

@@ -8,17 +8,22 @@ come from the database server where there is one (tests/_backend.py).
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from django_safelive import LiveServerTestCase, SessionBudgetExceeded
+from django_safelive import (
+    ASGILiveServerTestCase,
+    LiveServerTestCase,
+    SessionBudgetExceeded,
+)
 from django_safelive.hypothesis import (
     LiveServerTestCase as HypothesisLiveServerTestCase,
 )
 from tests import _backend
-from tests._clients import AUTH, concurrently, get
+from tests._clients import AUTH, concurrently, get, ws_exchange
 from tests.testapp.models import Item
 from tests.testapp.views import Concurrency
 
@@ -158,3 +163,46 @@ class SharedHypothesisTests(HypothesisLiveServerTestCase):
             )
             self.assertEqual(response.status_code, 201, response.content)
         self.assertLessEqual(_backend.total_sessions(), WORKERS + 1)
+
+
+class SharedASGITests(ASGILiveServerTestCase):
+    max_sessions = WORKERS + 2  # two HTTP workers, one WebSocket worker
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # Registered first, so it runs last: after the server has stopped.
+        cls.addClassCleanup(SharedServerTests.assert_no_server_session_left)
+        super().setUpClass()
+
+    def test_http_and_websockets_within_the_budget(self) -> None:
+        """Eight HTTP clients and two WebSockets at once: every request and
+        message answered, the writes visible, the sessions within the budget;
+        none left after a reset. In-memory SQLite: one worker serves all."""
+        codes: list[int] = []
+        counts: list[int] = []
+
+        def clients() -> None:
+            with ThreadPoolExecutor(10) as pool:
+                sockets = [
+                    pool.submit(ws_exchange, self.live_server_ws_url, 3, f"ws-{n}")
+                    for n in range(2)
+                ]
+                codes.extend(
+                    pool.map(
+                        lambda n: (
+                            get(
+                                f"{self.live_server_url}/asgi/create/?name=http-{n}"
+                            ).status_code
+                        ),
+                        range(8),
+                    )
+                )
+                counts.extend(len(socket.result()) for socket in sockets)
+
+        peak = peak_while(threading.Thread(target=clients))
+        self.assertEqual(codes, [200] * 8)
+        self.assertEqual(counts, [3, 3])
+        self.assertEqual(Item.objects.count(), 8 + 6)
+        self.assertLessEqual(peak, WORKERS + 2)
+        self.reset_live_server()
+        self.assertEqual(_backend.settled_server_sessions(), 0)

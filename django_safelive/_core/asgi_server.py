@@ -245,6 +245,8 @@ class SafeASGILiveServerThread(LiveServerThread):
         """This server's sessions and budget, counted while it is activated."""
         self.stuck: RequestStuck | None = None
         self.app: BoundedASGIApp | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The event loop the server runs on, once it is ready."""
         self._server: Any = None
         self._workers: list[Worker] = []
 
@@ -290,6 +292,7 @@ class SafeASGILiveServerThread(LiveServerThread):
     async def _serve(self) -> None:
         import uvicorn
 
+        self.loop = asyncio.get_running_loop()
         listener = socket.create_server((self.host, self.port))
         self.port = listener.getsockname()[1]
         self.app = self._start_workers()

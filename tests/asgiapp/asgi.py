@@ -7,7 +7,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
 from django.urls import path
 
-from tests.asgiapp.consumers import ItemsConsumer, SyncCountConsumer
+from tests.asgiapp.consumers import GroupConsumer, ItemsConsumer, SyncCountConsumer
 
 application = ProtocolTypeRouter(
     {
@@ -16,6 +16,7 @@ application = ProtocolTypeRouter(
             [
                 path("ws/items/", ItemsConsumer.as_asgi()),
                 path("ws/count/", SyncCountConsumer.as_asgi()),
+                path("ws/group/", GroupConsumer.as_asgi()),
             ]
         ),
     }

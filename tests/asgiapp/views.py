@@ -5,6 +5,7 @@ import json
 import threading
 from collections.abc import AsyncIterator
 
+from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -22,12 +23,18 @@ async def async_items(request: HttpRequest) -> HttpResponse:
 def sync_create(request: HttpRequest) -> HttpResponse:
     """A sync view writing an item; answers with the backend's pid."""
     item = Item.objects.create(name=request.GET.get("name", "asgi"))
+    return JsonResponse(
+        {"id": item.pk, "pid": backend_pid(), "thread": threading.current_thread().name}
+    )
+
+
+def backend_pid() -> int | None:
+    """The PostgreSQL backend serving this thread's session (None elsewhere)."""
+    if connection.vendor != "postgresql":
+        return None
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-    return JsonResponse(
-        {"id": item.pk, "pid": pid, "thread": threading.current_thread().name}
-    )
+        return int(cursor.fetchone()[0])
 
 
 async def events(request: HttpRequest) -> StreamingHttpResponse:
@@ -49,12 +56,5 @@ async def slow(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"pid": await _backend_pid()})
 
 
-async def _backend_pid() -> int:
-    from asgiref.sync import sync_to_async
-
-    def pid() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            return int(cursor.fetchone()[0])
-
-    return await sync_to_async(pid)()
+async def _backend_pid() -> int | None:
+    return await sync_to_async(backend_pid)()
