@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from django_safelive import ASGILiveServerTestCase
+from django_safelive import ASGILiveServerTestCase, RequestStuck
 from django_safelive._core.config import resolve
 from django_safelive.channels import ChannelsLiveServerTestCase
 from django_safelive.hypothesis import ASGILiveServerTestCase as HypothesisASGITestCase
@@ -235,3 +235,28 @@ class ConfigurationTests(Guarded, ChannelsLiveServerTestCase):
         ) as raised:
             resolve(TooSmall, websockets=True)
         self.assertIn("lower WORKERS or WEBSOCKET_WORKERS", str(raised.exception))
+
+
+class StuckRequestTests(Guarded, ASGILiveServerTestCase):
+    max_sessions: ClassVar[int | None] = BUDGET
+    drain_timeout = 0.5
+
+    def test_a_request_running_past_the_drain_timeout_is_named(self) -> None:
+        """A reset that cannot drain raises RequestStuck naming the request and
+        its worker, and ends its session: the view's next query fails."""
+        codes: list[int] = []
+        client = threading.Thread(
+            target=lambda: codes.append(
+                get(f"{self.live_server_url}/asgi/slow/?seconds=2").status_code
+            )
+        )
+        client.start()
+        self.addCleanup(client.join)
+        wait_for(lambda: self.server_thread.in_flight())
+        with self.assertRaises(RequestStuck) as raised:
+            self.reset_live_server()
+        message = str(raised.exception)
+        self.assertIn("GET /asgi/slow/", message)
+        self.assertIn("safelive-asgi-worker-", message)
+        client.join()
+        self.assertEqual(codes, [500])

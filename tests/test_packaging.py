@@ -74,18 +74,29 @@ def test_public_names_are_exported() -> None:
 
 def test_api_reference_covers_every_public_module() -> None:
     """docs/api.md documents each public module's __all__, all with docstrings."""
-    from django_safelive import hypothesis, runner, schemathesis
+    from django_safelive import channels, hypothesis, runner, schemathesis
 
     api = (ROOT / "docs" / "api.md").read_text()
-    for module in (django_safelive, hypothesis, runner, schemathesis):
+    for module in (django_safelive, hypothesis, runner, schemathesis, channels):
         assert f".. automodule:: {module.__name__}\n   :members:" in api
         for name in module.__all__:
             assert inspect.getdoc(getattr(module, name)), f"{module.__name__}.{name}"
 
 
 @pytest.mark.once
-def test_schemathesis_extra_installs_what_its_module_imports(tmp_path: Path) -> None:
-    """A clean venv with only django-safelive[schemathesis] imports its module."""
+@pytest.mark.parametrize(
+    ("extra", "module", "needs"),
+    [
+        ("schemathesis", "django_safelive.schemathesis", "yaml"),
+        ("asgi", "django_safelive._core.asgi_server", "uvicorn, wsproto"),
+        ("channels", "django_safelive.channels", "uvicorn, wsproto"),
+    ],
+)
+def test_extra_installs_what_its_module_imports(
+    tmp_path: Path, extra: str, module: str, needs: str
+) -> None:
+    """A clean venv with only django-safelive[extra] imports the extra's module
+    and what the module needs at run time."""
     uv = shutil.which("uv")
     assert uv, "uv is not on PATH: install it as the README says (pip install uv)"
     run = functools.partial(subprocess.run, check=True, capture_output=True, text=True)
@@ -94,15 +105,15 @@ def test_schemathesis_extra_installs_what_its_module_imports(tmp_path: Path) -> 
     venv = tmp_path / "venv"
     run([uv, "venv", "--python", sys.executable, str(venv)])
     python = venv / "bin" / "python"
-    run([uv, "pip", "install", "--python", str(python), f"{wheel}[schemathesis]"])
+    run([uv, "pip", "install", "--python", str(python), f"{wheel}[{extra}]"])
     imported = run(
         [
             str(python),
             "-c",
-            "import sys, django_safelive.schemathesis; "
+            f"import sys, {module}, {needs}; "
             "print(sorted(m for m in sys.modules if m.startswith('django_safelive')))",
         ],
         cwd=tmp_path,
     ).stdout
-    assert "django_safelive.schemathesis" in imported
+    assert module in imported
     assert "django_safelive._tools" not in imported
