@@ -26,8 +26,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
 from typing import Any, cast
 
-from asgiref.sync import ThreadSensitiveContext
-from django.core.exceptions import ImproperlyConfigured
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.db import connections
 from django.test.testcases import LiveServerThread
 
@@ -50,18 +49,39 @@ ASGIApp = Callable[..., Any]
 _STOP_GRACE = 5
 
 
-def _check_asgiref() -> None:
-    """Refuse an asgiref whose ``ThreadSensitiveContext`` takes no executor."""
-    if "executor" not in inspect.signature(ThreadSensitiveContext).parameters:
-        import asgiref
+class _ExecutorContext(ThreadSensitiveContext):
+    """``ThreadSensitiveContext(executor=...)`` for asgiref before 3.13 (which
+    needs Python 3.11): the block's thread-sensitive calls run on `executor`,
+    and Django's own ``ThreadSensitiveContext`` inside it changes nothing.
 
-        raise ImproperlyConfigured(
-            "django-safelive's ASGI live server needs asgiref 3.13 or newer "
-            "(ThreadSensitiveContext(executor=...)), found asgiref "
-            f"{asgiref.__version__}: install django-safelive[asgi], or upgrade "
-            "asgiref. Without it every request would run its database work on "
-            "a thread of its own, and the session budget could not hold."
-        )
+    The difference from 3.13's: a task created in the block that outlives it
+    gets a new thread (asgiref's default) instead of an error, so a session
+    it opens is not one of the workers' (it still counts against the budget).
+    """
+
+    def __init__(self, *, executor: Executor) -> None:
+        super().__init__()
+        self._worker = executor
+
+    async def __aenter__(self) -> _ExecutorContext:
+        self.token = SyncToAsync.thread_sensitive_context.set(self)
+        SyncToAsync.context_to_thread_executor[self] = self._worker
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        SyncToAsync.context_to_thread_executor.pop(self, None)
+        if self.token is not None:
+            SyncToAsync.thread_sensitive_context.reset(self.token)
+            self.token = None
+
+
+# Feature detection: asgiref 3.13 takes the executor itself.
+_takes_executor = "executor" in inspect.signature(ThreadSensitiveContext).parameters
+on_worker: Callable[..., Any] = (
+    ThreadSensitiveContext if _takes_executor else _ExecutorContext
+)
+"""``on_worker(executor=worker)``: an async context manager running the
+block's thread-sensitive calls on `worker`."""
 
 
 class Worker(Executor):
@@ -185,7 +205,7 @@ class BoundedASGIApp:
             with self._state:
                 flight.worker = worker.thread.name
             worker.request = request
-            async with ThreadSensitiveContext(executor=worker):
+            async with on_worker(executor=worker):
                 await self.app(scope, receive, send)
         finally:
             try:
@@ -204,7 +224,7 @@ class BoundedASGIApp:
         worker = min(self.websocket, key=lambda worker: worker.connections)
         worker.connections += 1
         try:
-            async with ThreadSensitiveContext(executor=worker):
+            async with on_worker(executor=worker):
                 await self.app(scope, receive, send)
         finally:
             worker.connections -= 1
@@ -236,7 +256,6 @@ class SafeASGILiveServerThread(LiveServerThread):
         *,
         config: Config | None = None,
     ) -> None:
-        _check_asgiref()
         # No WSGI static handler: the application serves static files itself.
         super().__init__(host, cast(Any, None), connections_override, port)
         self.application = application
