@@ -5,6 +5,7 @@ says, with the WSGI server's drain, reset and teardown guarantees."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
@@ -15,7 +16,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, connections
-from django.test import override_settings
+from django.test import TransactionTestCase, override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
@@ -260,3 +261,24 @@ class StuckRequestTests(Guarded, ASGILiveServerTestCase):
         self.assertIn("safelive-asgi-worker-", message)
         client.join()
         self.assertEqual(codes, [500])
+
+
+class StartFailureTests(TransactionTestCase):
+    def test_a_port_in_use_fails_cleanly(self) -> None:
+        """A taken port is the error setUpClass raises; no worker thread or
+        listening socket is left behind."""
+
+        class Served(ASGILiveServerTestCase):
+            def test_nothing(self) -> None:
+                """Never runs: the test drives the class by hand."""
+
+        threads = set(threading.enumerate())
+        with socket.socket() as taken:
+            taken.bind(("localhost", 0))
+            taken.listen()
+            Served.port = taken.getsockname()[1]
+            with self.assertRaises(OSError):
+                Served.setUpClass()
+            Served.doClassCleanups()
+        self.assertEqual(Served.tearDown_exceptions, [])  # type: ignore[attr-defined]
+        self.assertTrue(wait_for(lambda: set(threading.enumerate()) <= threads))

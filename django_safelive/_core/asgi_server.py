@@ -279,14 +279,12 @@ class SafeASGILiveServerThread(LiveServerThread):
             for alias, conn in override.items():
                 connections[alias] = conn
 
-        http = [
-            Worker(f"safelive-asgi-worker-{n}", setup)
-            for n in range(1, self.config.workers + 1)
-        ]
+        # An in-memory SQLite connection is shared with the test thread: one
+        # thread serves everything, as Django's live server does.
+        count = 1 if override else self.config.workers
+        http = [Worker(f"safelive-asgi-worker-{n}", setup) for n in range(1, count + 1)]
         if override:
-            # An in-memory SQLite connection is shared with the test thread:
-            # one thread serves everything, as Django's live server does.
-            websocket = http = http[:1]
+            websocket = http
         else:
             websocket = [
                 Worker(f"safelive-websocket-worker-{n}", setup)
@@ -314,7 +312,16 @@ class SafeASGILiveServerThread(LiveServerThread):
         self.loop = asyncio.get_running_loop()
         listener = socket.create_server((self.host, self.port))
         self.port = listener.getsockname()[1]
-        self.app = self._start_workers()
+        try:
+            self.app = self._start_workers()
+            await self._run_uvicorn(uvicorn, listener)
+        except BaseException:
+            listener.close()
+            self._stop_workers()
+            raise
+
+    async def _run_uvicorn(self, uvicorn: Any, listener: socket.socket) -> None:
+        assert self.app is not None
         config = uvicorn.Config(
             self.app,
             lifespan="off",
@@ -367,15 +374,20 @@ class SafeASGILiveServerThread(LiveServerThread):
                 )
             except RequestStuck as error:
                 self.stuck = error
-            self._server.should_exit = True
+            if self._server is not None:
+                self._server.should_exit = True
             self.join(self.config.drain_timeout + _STOP_GRACE)
-            for worker in self._workers:
-                worker.shutdown(wait=False)
+            self._stop_workers()
             if self.stuck is None:
                 self.stuck = self.join_workers(
                     self.config.drain_timeout, "its workers were asked to exit"
                 )
         self.join(self.config.drain_timeout + _STOP_GRACE)
+
+    def _stop_workers(self) -> None:
+        """Tell every worker to close its sessions and exit, without waiting."""
+        for worker in self._workers:
+            worker.shutdown(wait=False)
 
     def join_workers(self, timeout: float, when: str) -> WorkersDidNotExit | None:
         """Wait up to `timeout` for the workers to exit; if some did not, the
