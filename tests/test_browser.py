@@ -8,6 +8,7 @@ fails on CI (the ``CI`` variable set), saying what to install.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from django.db import connection
 
 from django_safelive import StaticLiveServerTestCase
+from django_safelive.channels import ChannelsLiveServerTestCase
 from tests._sampler import Sampler
 from tests._waiting import wait_for
 from tests.testapp.models import Item
@@ -75,13 +77,17 @@ def start_chromium(profile: str) -> WebDriver:
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
 
 
-class BrowserTests(StaticLiveServerTestCase):
-    server_mode = "pool"
-    server_workers = WORKERS
-    # The test thread's session and one per worker, nothing to spare.
-    max_sessions = WORKERS + 1
+if TYPE_CHECKING:
+    _Base = StaticLiveServerTestCase
+else:
+    _Base = object
+
+
+class BrowserChecks(_Base):
+    """The browser test, for a live server test case class."""
 
     problem: ClassVar[str | None]
+    expected_items: ClassVar[list[str]] = ["added in Chromium"]
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -118,18 +124,24 @@ class BrowserTests(StaticLiveServerTestCase):
                 for _ in range(3):
                     driver.refresh()
                     self.assert_page_complete(driver)
+                self.more_checks(driver)
             finally:
                 driver.quit()
         self.assertEqual(
-            list(Item.objects.values_list("name", flat=True)), ["added in Chromium"]
+            list(Item.objects.order_by("pk").values_list("name", flat=True)),
+            self.expected_items,
         )
         self.assertGreater(sampler.samples, 0)
         self.assertGreaterEqual(sampler.peak, 1)
+        budget = self.safelive_config.max_sessions
         self.assertLessEqual(
             sampler.peak,
-            self.max_sessions,
-            f"{sampler.peak} sessions on the test database, budget {self.max_sessions}",
+            budget,
+            f"{sampler.peak} sessions on the test database, budget {budget}",
         )
+
+    def more_checks(self, driver: WebDriver) -> None:
+        """What a subclass checks in the browser, on the loaded page."""
 
     def item_list(self, driver: WebDriver) -> str:
         return str(
@@ -175,3 +187,28 @@ class BrowserTests(StaticLiveServerTestCase):
         statuses = dict(fetched)
         for asset in STATIC_ASSETS:
             self.assertEqual(statuses.get(asset), 200, f"{asset}: {fetched}")
+
+
+class BrowserTests(BrowserChecks, StaticLiveServerTestCase):
+    server_mode = "pool"
+    server_workers = WORKERS
+    # The test thread's session and one per worker, nothing to spare.
+    max_sessions = WORKERS + 1
+
+
+class ASGIBrowserTests(BrowserChecks, ChannelsLiveServerTestCase):
+    server_workers = WORKERS
+    # The test thread's, one per worker and the WebSocket worker's.
+    max_sessions = WORKERS + 2
+    expected_items = ["added in Chromium", "from JS"]
+
+    def more_checks(self, driver: WebDriver) -> None:
+        """The page's WebSocket reaches a Channels consumer that writes."""
+        reply = driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            f"const socket = new WebSocket('{self.live_server_ws_url}/ws/items/');"
+            "socket.onopen = () => socket.send(JSON.stringify({name: 'from JS'}));"
+            "socket.onmessage = (event) => { socket.close(); done(event.data); };"
+            "socket.onerror = () => done('error');"
+        )
+        self.assertEqual(json.loads(reply)["count"], 2)
