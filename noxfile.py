@@ -73,6 +73,9 @@ TEST_DEPS = [
     "selenium>=4.11",
     # A WebSocket client for the ASGI server's tests.
     "websockets>=12",
+    # Channels' own ChannelsLiveServerTestCase (channels.testing imports it),
+    # which tests/test_channels_swap.py runs beside ours.
+    "daphne>=4",
 ]
 # pytest-xdist workers per test session, each with a test database of its own.
 # Three on two cores: the tests wait on servers, clients and subprocesses often

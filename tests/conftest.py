@@ -31,9 +31,11 @@ _ONLY = {
 # Tests whose outcome does not depend on the Django version or the database
 # driver: the command-line tools (demo, watch, doctor, benchmarks) and the
 # pytest-xdist budget split, a plugin feature measured in pytest runs of their
-# own, and the real-browser test; and the tests marked stock_baseline, which
-# measure Django's own server. The nox matrix runs them once, on its newest
-# pair, with SAFELIVE_TEST_ONCE=1 there and 0 elsewhere. Unset, they run.
+# own, the real-browser test and the Channels import swap (a Channels
+# project's test run on Daphne and on ours); and the tests marked
+# stock_baseline, which measure Django's own server. The nox matrix runs them
+# once, on its newest pair, with SAFELIVE_TEST_ONCE=1 there and 0 elsewhere.
+# Unset, they run.
 ONCE = (
     "test_demo.py",
     "test_watch.py",
@@ -42,6 +44,7 @@ ONCE = (
     "test_xdist.py",
     "test_browser.py",
     "test_server_budget.py",
+    "test_channels_swap.py",
 )
 RUN_ONCE = os.environ.get("SAFELIVE_TEST_ONCE", "1") != "0"
 
