@@ -300,40 +300,38 @@ class SafeASGILiveServerThread(LiveServerThread):
         )
 
     def run(self) -> None:
+        # Everything that blocks (imports, binding, the workers' start) is done
+        # before the event loop runs, which then only serves.
+        listener: socket.socket | None = None
         try:
-            asyncio.run(self._serve())
+            import uvicorn
+
+            listener = socket.create_server((self.host, self.port))
+            self.port = listener.getsockname()[1]
+            self.app = self._start_workers()
+            config = uvicorn.Config(
+                self.app,
+                lifespan="off",
+                http="h11",
+                ws="wsproto",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=_STOP_GRACE,
+            )
+            config.load()
+            self._server = uvicorn.Server(config)
+            self._server.lifespan = config.lifespan_class(config)
+            asyncio.run(self._serve(listener))
         except Exception as error:  # reported by setUpClass, as Django does
+            if listener is not None:
+                listener.close()
+            self._stop_workers()
             self.error = error  # type: ignore[assignment]
             self.is_ready.set()
 
-    async def _serve(self) -> None:
-        import uvicorn
-
+    async def _serve(self, listener: socket.socket) -> None:
         self.loop = asyncio.get_running_loop()
-        listener = socket.create_server((self.host, self.port))
-        self.port = listener.getsockname()[1]
-        try:
-            self.app = self._start_workers()
-            await self._run_uvicorn(uvicorn, listener)
-        except BaseException:
-            listener.close()
-            self._stop_workers()
-            raise
-
-    async def _run_uvicorn(self, uvicorn: Any, listener: socket.socket) -> None:
-        assert self.app is not None
-        config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            http="h11",
-            ws="wsproto",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=_STOP_GRACE,
-        )
-        config.load()
-        self._server = server = uvicorn.Server(config)
-        server.lifespan = config.lifespan_class(config)
+        server = self._server
         await server.startup(sockets=[listener])
         self.is_ready.set()
         await server.main_loop()
