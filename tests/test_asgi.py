@@ -43,8 +43,10 @@ class ASGIViewsTests(Guarded, ChannelsLiveServerTestCase):
     max_sessions: ClassVar[int | None] = BUDGET
 
     def test_async_view_on_the_async_orm(self) -> None:
-        """An async view's ORM calls reach the test database through the server."""
+        """An async view's ORM calls reach the test database through the server,
+        at the address Channels' class gives (_port included)."""
         Item.objects.create(name="seen")
+        self.assertEqual(self.live_server_url, f"http://localhost:{self._port}")
         answer = get(f"{self.live_server_url}/asgi/items/").json()
         self.assertEqual(answer["count"], 1)
 
