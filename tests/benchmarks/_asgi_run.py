@@ -51,7 +51,9 @@ ASGI_SETTINGS = {
     "ASGI_APPLICATION": "tests.asgiapp.asgi.application",
     "ROOT_URLCONF": "tests.asgiapp.urls",
 }
-PHASES = ("http", "ws", "both")
+# One keep-alive client alone (its latency), then the clients of each kind, then
+# all of them at once.
+PHASES = ("one", "http", "ws", "both")
 LABELS = {
     "channels": "channels.testing.ChannelsLiveServerTestCase (Daphne, a child process)",
     "pool": "django_safelive.channels.ChannelsLiveServerTestCase, pool mode "
@@ -173,9 +175,9 @@ def clients(where: Live, phase: str, sizes: Sizes) -> dict[str, Any]:
     spec = {
         "http": where.http,
         "ws": where.ws,
-        "http_clients": 0 if phase == "ws" else sizes.http_clients,
+        "http_clients": {"one": 1, "ws": 0}.get(phase, sizes.http_clients),
         "http_requests": sizes.requests,
-        "websockets": 0 if phase == "http" else sizes.websockets,
+        "websockets": 0 if phase in ("one", "http") else sizes.websockets,
         "messages": sizes.messages,
     }
     done = subprocess.run(
@@ -266,14 +268,17 @@ def table(
     found = _report.Table(
         f"ASGI live servers on tests.asgiapp: {sizes.http_clients} keep-alive HTTP "
         f"clients x {sizes.requests} requests; {sizes.websockets} WebSockets x "
-        f"{sizes.messages} messages; both = all of them at once; H/W/B = the "
-        "HTTP, WebSocket and both phases; x = the ratio to channels@ the same "
-        "CONN_MAX_AGE; budget = ours: sessions allowed: HTTP+WebSocket workers",
+        f"{sizes.messages} messages; both = all of them at once; 1 client ms = "
+        "the median request of one keep-alive client alone; 1/H/W/B = the "
+        "1-client, HTTP, WebSocket and both phases; x = the ratio to channels@ "
+        "the same CONN_MAX_AGE; budget = ours: sessions allowed: HTTP+WebSocket "
+        "workers",
         [
             "server",
             "CONN_MAX_AGE",
             "budget",
             "start s",
+            "1 client ms",
             "HTTP req/s",
             "x",
             "ms",
@@ -284,9 +289,9 @@ def table(
             "x",
             "both msg/s",
             "x",
-            "peak H/W/B",
-            "errors H/W/B",
-            "refused H/W/B",
+            "peak 1/H/W/B",
+            "errors 1/H/W/B",
+            "refused 1/H/W/B",
         ],
         [],
     )
@@ -302,6 +307,7 @@ def table(
                 str(server.conn_max_age),
                 done["budget"],
                 _cell(statistics.median(start), 2),
+                _cell(figures["one_http_ms"], 1),
                 *(
                     cell
                     for figure, digits in (
