@@ -494,11 +494,14 @@ def bench(session: nox.Session) -> None:
     """Django's live server (CONN_MAX_AGE 0 and 600, psycopg pool) vs
     django-safelive single/pool-4 vs Schemathesis from_wsgi: latency and
     requests/s on fresh and keep-alive connections, sessions, Schemathesis
-    time, reset cost, drain, targets; --json, --plot, --markdown."""
+    time, reset cost, drain, targets; --json, --plot, --markdown. With --asgi:
+    Channels' ChannelsLiveServerTestCase (Daphne) vs ours on the ASGI app."""
     _require(session, DJANGO_PYTHON, f"Python 3.12+ (for Django {DJANGO})")
     _require_database(session, "PostgreSQL", skippable=False)
     _install(session, DJANGO, "psycopg")
-    session.install("waitress", "cheroot")
+    # daphne: Channels' ChannelsLiveServerTestCase runs it (--asgi only; the
+    # test sessions leave it out, so the ASGI tests never depend on it).
+    session.install("waitress", "cheroot", "daphne")
     session.run(
         "python", "-m", "tests.benchmarks", *session.posargs,
         env={"DJANGO_SETTINGS_MODULE": "tests.settings"},

@@ -3,6 +3,7 @@ the targets reported."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from django_safelive._tools.cluster import find_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = [
@@ -62,6 +65,7 @@ FIGURES = {
     "drain_s",
     "drain_left",
 }
+ASGI_PHASES = ("one", "http", "ws", "both")
 MACHINE = {"platform", "cpu_count", "python", "django", "driver", "postgresql"}
 
 
@@ -220,3 +224,48 @@ def test_rollback_suite_on_one_session(rollback_report: dict[str, Any]) -> None:
             run = rollback_report["results"][shape][name]["runs"][0]
             assert run["samples"] > 0, (shape, name)
             assert run["peak_sessions"] == 1, (shape, name)
+
+
+@pytest.fixture(scope="session")
+def asgi_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The JSON of one quick ``--asgi`` run, on a throwaway PostgreSQL."""
+    if find_bindir() is None:
+        pytest.skip("no PostgreSQL server binaries for the --asgi mode's cluster")
+    output, result = run_benchmark(
+        tmp_path_factory, "asgi", "--asgi", "--quick", "--messages", "3"
+    )
+    assert "peak 1/H/W/B" in output, output
+    return result
+
+
+def test_asgi_servers_in_every_phase(asgi_report: dict[str, Any]) -> None:
+    """Ours in pool and single mode under CONN_MAX_AGE 0 and 600, and
+    Channels' where daphne is installed, each measured in every phase."""
+    daphne = importlib.util.find_spec("daphne") is not None
+    expected = [
+        f"{kind}@{age}"
+        for age in (0, 600)
+        for kind in ("channels", "pool", "single")
+        if daphne or kind != "channels"
+    ]
+    assert list(asgi_report["variants"]) == expected
+    assert asgi_report["machine"]["max_connections"] == 100
+    for name, variant in asgi_report["variants"].items():
+        summary = variant["summary"]
+        for figure in ("one_http_ms", "http_req_s", "ws_msg_s", "both_msg_s"):
+            assert summary[figure] > 0, (name, figure)
+        assert summary["http_msg_s"] is None and summary["ws_req_s"] is None, name
+
+
+def test_asgi_ours_within_workers_without_errors(asgi_report: dict[str, Any]) -> None:
+    """Ours answer every request and message, and never have more sessions
+    than their HTTP and WebSocket workers (the test process holds none)."""
+    for name, variant in asgi_report["variants"].items():
+        if name.startswith("channels"):
+            continue
+        workers = 4 if name.startswith("pool") else 1
+        run = variant["runs"][0]
+        assert [run[f"{phase}_errors"] for phase in ASGI_PHASES] == [0] * 4, name
+        assert max(run["one_peak"], run["http_peak"]) <= workers, name
+        assert run["ws_peak"] <= 1, name
+        assert run["both_peak"] <= workers + 1, name

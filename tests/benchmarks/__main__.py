@@ -21,6 +21,13 @@ import sys
 import time
 from typing import Any
 
+# --asgi: tests/benchmarks/_asgi.py, which measures in a process of its own on
+# a throwaway PostgreSQL: nothing here may read the settings first.
+if "--asgi" in sys.argv[1:]:
+    from tests.benchmarks._asgi import main as asgi
+
+    sys.exit(asgi([arg for arg in sys.argv[1:] if arg != "--asgi"]))
+
 # --rollback: the suite of tests/benchmarks/_rollback.py, on settings that add the
 # flush app's tables (nox sets tests.settings).
 ROLLBACK = "--rollback" in sys.argv[1:]
@@ -121,6 +128,12 @@ def arguments() -> argparse.Namespace:
         action="store_true",
         help="run the rollback server's Schemathesis suite instead "
         "(python -m tests.benchmarks --rollback --help)",
+    )
+    parser.add_argument(
+        "--asgi",
+        action="store_true",
+        help="compare Channels' live server with ours on the ASGI app instead "
+        "(python -m tests.benchmarks --asgi --help)",
     )
     parser.add_argument(
         "--servers",

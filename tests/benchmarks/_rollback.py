@@ -17,14 +17,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import unittest
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import schemathesis
@@ -38,10 +36,10 @@ from hypothesis.extra import django as hypothesis_django
 from django_safelive import hypothesis as safelive_hypothesis
 from tests.benchmarks import _report
 from tests.benchmarks._run import wait_empty
+from tests.benchmarks._sessions import sampled
 from tests.benchmarks.flushapp.models import TABLES
 from tests.testapp.views import OPENAPI, TOKEN
 
-ROOT = Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SHAPES = ("method", "nested")
 REFERENCE = "hypothesis"  # the ratios' first reference, (a)
@@ -158,30 +156,6 @@ def suite(variant: Variant, shape: str, examples: int, counts: Counts) -> type:
             example()
 
     return Nested
-
-
-@contextmanager
-def sampled(datname: str) -> Iterator[dict[str, Any]]:
-    """Sample `datname`'s client sessions from a process of its own (see
-    ``tests.benchmarks._sessions``); its figures, once the block has ended."""
-    sampler = subprocess.Popen(
-        [sys.executable, "-m", "tests.benchmarks._sessions", datname],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert sampler.stdout is not None
-    if sampler.stdout.readline().strip() != "ready":
-        sampler.kill()
-        sampler.wait()
-        raise RuntimeError("the session sampler did not start")
-    found: dict[str, Any] = {}
-    try:
-        yield found
-    finally:
-        out, _ = sampler.communicate(timeout=60)  # ends its input: it stops
-        found.update(json.loads(out))
 
 
 def run_once(

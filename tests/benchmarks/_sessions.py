@@ -6,16 +6,24 @@ in-process variants, whose test thread never sleeps, and samples every 20 to
 30 ms instead. This one samples every 2 ms plus the query's time; it prints
 ``ready`` once connected, samples until its input ends, then prints its peak,
 the number of samples and the mean and longest interval between two, as JSON.
+``sampled`` runs it around a block.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from tests._sampler import connect, count_sessions
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(datname: str) -> None:
@@ -53,6 +61,30 @@ def main(datname: str) -> None:
         ),
         flush=True,
     )
+
+
+@contextmanager
+def sampled(datname: str) -> Iterator[dict[str, Any]]:
+    """Sample `datname`'s client sessions from a process of its own; its
+    figures, once the block has ended."""
+    sampler = subprocess.Popen(
+        [sys.executable, "-m", "tests.benchmarks._sessions", datname],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert sampler.stdout is not None
+    if sampler.stdout.readline().strip() != "ready":
+        sampler.kill()
+        sampler.wait()
+        raise RuntimeError("the session sampler did not start")
+    found: dict[str, Any] = {}
+    try:
+        yield found
+    finally:
+        out, _ = sampler.communicate(timeout=60)  # ends its input: it stops
+        found.update(json.loads(out))
 
 
 if __name__ == "__main__":
