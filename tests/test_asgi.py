@@ -102,6 +102,22 @@ class ASGIViewsTests(Guarded, ChannelsLiveServerTestCase):
         response = get(f"{self.live_server_url}/static/testapp/hello.txt")
         self.assertEqual(response.status_code, 200)
 
+    def test_accepted_connections_do_not_wait_for_delayed_acks(self) -> None:
+        """The server's sockets have TCP_NODELAY: a response written in two
+        parts (headers, body) does not wait for the client's delayed ACK."""
+        with requests.Session() as client:
+            client.get(f"{self.live_server_url}/asgi/items/")  # kept alive
+            server = self.server_thread._server
+            sockets = [
+                protocol.transport.get_extra_info("socket")
+                for protocol in server.server_state.connections
+            ]
+            self.assertTrue(sockets)
+            for sock in sockets:
+                self.assertEqual(
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1
+                )
+
     def test_requests_beyond_the_workers_wait_rather_than_fail(self) -> None:
         """Twelve slow requests on four workers all succeed: none is refused."""
         url = f"{self.live_server_url}/asgi/slow/?seconds=0.1"

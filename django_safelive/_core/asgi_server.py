@@ -307,6 +307,12 @@ class SafeASGILiveServerThread(LiveServerThread):
             import uvicorn
 
             listener = socket.create_server((self.host, self.port))
+            # asyncio sets TCP_NODELAY only on sockets accepted from a listener
+            # whose protocol is IPPROTO_TCP (create_server's is 0): without it
+            # a response sent in two writes waits ~40 ms for a delayed ACK.
+            listener = socket.socket(
+                listener.family, listener.type, socket.IPPROTO_TCP, listener.detach()
+            )
             self.port = listener.getsockname()[1]
             self.app = self._start_workers()
             config = uvicorn.Config(
