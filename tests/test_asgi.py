@@ -22,7 +22,11 @@ from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from django_safelive import ASGILiveServerTestCase, RequestStuck
+from django_safelive import (
+    ASGILiveServerTestCase,
+    RequestStuck,
+    SessionBudgetExceeded,
+)
 from django_safelive._core.config import resolve
 from django_safelive.channels import ChannelsLiveServerTestCase
 from django_safelive.hypothesis import ASGILiveServerTestCase as HypothesisASGITestCase
@@ -300,3 +304,24 @@ class StartFailureTests(TransactionTestCase):
             Served.doClassCleanups()
         self.assertEqual(Served.tearDown_exceptions, [])  # type: ignore[attr-defined]
         self.assertTrue(wait_for(lambda: set(threading.enumerate()) <= threads))
+
+
+class BudgetTests(ASGILiveServerTestCase):
+    server_mode = "single"
+    max_sessions = 3  # the HTTP worker, the WebSocket worker, the test thread
+
+    def test_sessions_past_the_budget_are_refused_and_named(self) -> None:
+        """Threads a view starts run past the budget: refused, and the error
+        names the ASGI worker and the request that holds a session."""
+        connection.ensure_connection()
+        response = get(f"{self.live_server_url}/spawn/?threads=2")
+        self.assertEqual(response.status_code, 500)
+        self.assertIn("SessionBudgetExceeded", response.json()["errors"][0])
+        with self.assertRaises(SessionBudgetExceeded) as raised:
+            self.reset_live_server()
+        message = str(raised.exception)
+        self.assertIn("budget of 3", message)
+        self.assertIn(
+            "server worker 'safelive-asgi-worker-1', opened while serving GET /spawn/",
+            message,
+        )
