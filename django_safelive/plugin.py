@@ -222,6 +222,16 @@ def pytest_collection_modifyitems(
         fixtures.insert(0, _HELPER)
 
 
+def _address(request: pytest.FixtureRequest) -> str:
+    """Where the live server listens, as pytest-django's ``live_server`` reads
+    it: ``--liveserver``, else DJANGO_LIVE_TEST_SERVER_ADDRESS, else localhost."""
+    return str(
+        request.config.getvalue("liveserver")
+        or os.getenv("DJANGO_LIVE_TEST_SERVER_ADDRESS")
+        or "localhost"
+    )
+
+
 @pytest.fixture(scope="session")
 def safe_live_server(
     request: pytest.FixtureRequest, django_db_setup: None, django_db_blocker: Any
@@ -233,12 +243,7 @@ def safe_live_server(
     """
     from django_safelive._pytest_server import SafeLiveServer
 
-    addr = (
-        request.config.getvalue("liveserver")
-        or os.getenv("DJANGO_LIVE_TEST_SERVER_ADDRESS")
-        or "localhost"
-    )
-    server = SafeLiveServer(addr, db_blocker=django_db_blocker)
+    server = SafeLiveServer(_address(request), db_blocker=django_db_blocker)
     yield server
     server.stop()
 
@@ -252,12 +257,7 @@ def asgi_live_server(
     ``.url``, and ``.ws_url`` for WebSocket clients."""
     from django_safelive._pytest_server import SafeASGILiveServer
 
-    addr = (
-        request.config.getvalue("liveserver")
-        or os.getenv("DJANGO_LIVE_TEST_SERVER_ADDRESS")
-        or "localhost"
-    )
-    server = SafeASGILiveServer(addr, db_blocker=django_db_blocker)
+    server = SafeASGILiveServer(_address(request), db_blocker=django_db_blocker)
     yield server
     server.stop()
 
@@ -273,12 +273,7 @@ def rollback_live_server(
     """
     from django_safelive._core.rollback import RollbackLiveServer
 
-    addr = (
-        request.config.getvalue("liveserver")
-        or os.getenv("DJANGO_LIVE_TEST_SERVER_ADDRESS")
-        or "localhost"
-    )
-    server = RollbackLiveServer(addr, _databases(request))
+    server = RollbackLiveServer(_address(request), _databases(request))
     try:
         with _recorded(server.thread.account, request.node.nodeid):
             yield server

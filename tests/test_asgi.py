@@ -9,13 +9,12 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
-from unittest import mock
 
 import requests
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, connections
+from django.db import connection
 from django.test import TransactionTestCase, override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,6 +33,7 @@ from tests._clients import get, ws_exchange
 from tests._pg import worker_sessions
 from tests._waiting import wait_for
 from tests.test_faults import Guarded
+from tests.test_persistent import ConnMaxAge
 from tests.testapp.models import Item
 
 HTTP_CLIENTS = 24
@@ -138,21 +138,10 @@ class ASGIViewsTests(Guarded, ChannelsLiveServerTestCase):
         self.assertEqual(worker_sessions(), [])
 
 
-class LoadUnderBudget(Guarded):
+class LoadUnderBudget(ConnMaxAge):
     """24 HTTP clients and 8 WebSockets at once, under a budget of 6."""
 
-    conn_max_age: ClassVar[int]
     max_sessions: ClassVar[int | None] = BUDGET
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        # Every thread's connection to the alias reads this same dict on connect.
-        patcher = mock.patch.dict(
-            connections["default"].settings_dict, {"CONN_MAX_AGE": cls.conn_max_age}
-        )
-        patcher.start()
-        cls.addClassCleanup(patcher.stop)  # type: ignore[attr-defined]
-        super().setUpClass()
 
     def test_http_and_websockets_within_the_budget(self) -> None:
         """Every request and message is answered; the sampler never sees more
