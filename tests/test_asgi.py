@@ -26,6 +26,7 @@ from django_safelive import (
     RequestStuck,
     SessionBudgetExceeded,
 )
+from django_safelive._core.asgi_server import Worker
 from django_safelive._core.config import resolve
 from django_safelive.channels import ChannelsLiveServerTestCase
 from django_safelive.hypothesis import ASGILiveServerTestCase as HypothesisASGITestCase
@@ -314,3 +315,19 @@ class BudgetTests(ASGILiveServerTestCase):
             "server worker 'safelive-asgi-worker-1', opened while serving GET /spawn/",
             message,
         )
+
+
+def test_worker_shutdown_cancels_what_has_not_started() -> None:
+    """Worker.shutdown(cancel_futures=True) lets the running call finish and
+    cancels the queued ones, as concurrent.futures executors do."""
+    release = threading.Event()
+    worker = Worker("safelive-test-worker", lambda: None)
+    running = worker.submit(release.wait, 30)
+    queued = worker.submit(lambda: "never")
+    assert wait_for(running.running)
+    worker.shutdown(wait=False, cancel_futures=True)
+    release.set()
+    worker.thread.join(30)
+    assert not worker.thread.is_alive()
+    assert running.result() is True
+    assert queued.cancelled()

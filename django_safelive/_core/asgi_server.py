@@ -113,7 +113,15 @@ class Worker(Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Close the worker's sessions and end its thread once the calls
-        already submitted have run."""
+        already submitted have run (with `cancel_futures`, once the one
+        running has: the others are cancelled)."""
+        while cancel_futures:
+            try:
+                item = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
         self._calls.put(None)
         if wait:
             self.thread.join()
