@@ -24,6 +24,7 @@ from websockets.sync.client import connect
 from django_safelive import (
     ASGILiveServerTestCase,
     RequestStuck,
+    SelfCallInSingleMode,
     SessionBudgetExceeded,
 )
 from django_safelive._core.asgi_server import Worker
@@ -122,6 +123,12 @@ class ASGIViewsTests(Guarded, ChannelsLiveServerTestCase):
                 self.assertEqual(
                     sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1
                 )
+
+    def test_view_calling_its_own_server(self) -> None:
+        """A sync view calling the server over HTTP gets the answer from
+        another worker."""
+        response = get(f"{self.live_server_url}/webhook/")
+        self.assertEqual(response.json(), {"status": 200})
 
     def test_requests_beyond_the_workers_wait_rather_than_fail(self) -> None:
         """Twelve slow requests on four workers all succeed: none is refused."""
@@ -331,3 +338,18 @@ def test_worker_shutdown_cancels_what_has_not_started() -> None:
     assert not worker.thread.is_alive()
     assert running.result() is True
     assert queued.cancelled()
+
+
+class SingleModeSelfCallTests(Guarded, ASGILiveServerTestCase):
+    max_sessions: ClassVar[int | None] = 3
+    server_mode = "single"
+
+    def test_a_call_to_its_own_server_is_refused_not_deadlocked(self) -> None:
+        """The only HTTP worker calling its server is refused at once (it
+        would wait for itself), and the next reset raises it."""
+        response = get(f"{self.live_server_url}/webhook/?timeout=30")
+        self.assertEqual(response.status_code, 502)
+        self.assertIn("django-safelive refused a connection", response.json()["error"])
+        with self.assertRaises(SelfCallInSingleMode):
+            self.reset_live_server()
+        self.reset_live_server()  # raised once

@@ -30,7 +30,7 @@ from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.db import connections
 from django.test.testcases import LiveServerThread
 
-from django_safelive._core import worker_sessions
+from django_safelive._core import selfcalls, worker_sessions
 from django_safelive._core.accounting import (
     SERVER_WORKER,
     ServerAccount,
@@ -276,26 +276,36 @@ class SafeASGILiveServerThread(LiveServerThread):
         """The event loop the server runs on, once it is ready."""
         self._server: Any = None
         self._workers: list[Worker] = []
+        # The only HTTP worker, in single mode: its calls to the server itself
+        # are refused, as the WSGI server's are (see selfcalls).
+        self._single: selfcalls.SingleWorker | None = None
 
-    def _start_workers(self) -> BoundedASGIApp:
+    def _start_workers(self, address: tuple[Any, ...]) -> BoundedASGIApp:
         override = self.connections_override or {}
         keep = not self.config.session_per_request
 
-        def setup() -> None:
+        def setup(single: selfcalls.SingleWorker | None) -> None:
             bind_thread(self.account, SERVER_WORKER)
             worker_sessions.keep_sessions(keep)
+            selfcalls.serve_as(single)
             for alias, conn in override.items():
                 connections[alias] = conn
 
         # An in-memory SQLite connection is shared with the test thread: one
         # thread serves everything, as Django's live server does.
         count = 1 if override else self.config.workers
-        http = [Worker(f"safelive-asgi-worker-{n}", setup) for n in range(1, count + 1)]
+        if count == 1:
+            self._single = selfcalls.SingleWorker(selfcalls.OwnAddress(address))
+            selfcalls.watch(self._single)
+        http = [
+            Worker(f"safelive-asgi-worker-{n}", partial(setup, self._single))
+            for n in range(1, count + 1)
+        ]
         if override:
             websocket = http
         else:
             websocket = [
-                Worker(f"safelive-websocket-worker-{n}", setup)
+                Worker(f"safelive-websocket-worker-{n}", partial(setup, None))
                 for n in range(1, self.config.websocket_workers + 1)
             ]
         self._workers = list(dict.fromkeys([*http, *websocket]))
@@ -322,7 +332,7 @@ class SafeASGILiveServerThread(LiveServerThread):
                 listener.family, listener.type, socket.IPPROTO_TCP, listener.detach()
             )
             self.port = listener.getsockname()[1]
-            self.app = self._start_workers()
+            self.app = self._start_workers(listener.getsockname())
             config = uvicorn.Config(
                 self.app,
                 lifespan="off",
@@ -372,6 +382,11 @@ class SafeASGILiveServerThread(LiveServerThread):
                     requests=self.in_flight(),
                     when="the workers were asked to close their connections",
                 ) from None
+        # The only worker's calls to the server since the last reset, which the
+        # view may have swallowed.
+        refused = self._single.take_refused() if self._single else None
+        if refused is not None:
+            raise refused
 
     def terminate(self) -> None:
         """Drain, stop uvicorn and the workers, then end the thread.
@@ -398,6 +413,8 @@ class SafeASGILiveServerThread(LiveServerThread):
 
     def _stop_workers(self) -> None:
         """Tell every worker to close its sessions and exit, without waiting."""
+        if self._single is not None:
+            selfcalls.unwatch(self._single)
         for worker in self._workers:
             worker.shutdown(wait=False)
 
