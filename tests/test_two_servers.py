@@ -100,3 +100,22 @@ def test_a_server_started_later_counts_the_test_threads_session(
             other.submit(lambda: connection.ensure_connection()).result()
         second.take_violations()
     assert test_thread_sessions(first) == 1
+
+
+def test_the_test_threads_session_goes_back_to_the_server_whose_test_runs(
+    safe_live_server: SafeLiveServer,
+) -> None:
+    """With a server started after this test's (and running no test), one
+    that stops hands the test's session back to the server whose test runs,
+    as new sessions of the test are counted."""
+    connection.ensure_connection()
+    first = safe_live_server.thread.account
+    idle, second = ServerAccount(8), ServerAccount(1)
+
+    def test_thread_sessions(account: ServerAccount) -> int:
+        return sum(holder.role == "test thread" for holder in account.holders())
+
+    with registry.activate(idle):
+        with registry.activate(second):
+            assert test_thread_sessions(second) == 1
+        assert (test_thread_sessions(first), test_thread_sessions(idle)) == (1, 0)

@@ -62,12 +62,9 @@ class _Registry:
         bound = thread_info.account
         if bound is not None and bound in accounts:
             return bound, thread_info.role or OTHER_THREAD
-        ident = threading.get_ident()
-        mine = [account for account in accounts if account.test_thread == ident]
-        if mine:
-            # On a tie (no test began), the server activated last.
-            latest = max(reversed(mine), key=lambda account: account.test_order)
-            return latest, TEST_THREAD
+        running = _running_tests(accounts, threading.get_ident())
+        if running is not None:
+            return running, TEST_THREAD
         return accounts[-1], OTHER_THREAD
 
     def opening(
@@ -170,12 +167,12 @@ class _Registry:
     def _hand_back(self, account: ServerAccount) -> None:
         """`account`'s server stopped: its test thread's open sessions go back
         to the server that runs tests on that thread still, if any."""
-        heirs = [a for a in self.accounts if a.test_thread == account.test_thread]
+        heir = _running_tests(self.accounts, account.test_thread)
         for key in [k for k, owner in self._owners.items() if owner is account]:
             holder = account.hand_over(key)
-            if heirs and holder is not None and holder.role == TEST_THREAD:
-                heirs[-1].adopt(key, holder)
-                self._owners[key] = heirs[-1]
+            if heir is not None and holder is not None and holder.role == TEST_THREAD:
+                heir.adopt(key, holder)
+                self._owners[key] = heir
             else:
                 del self._owners[key]
 
@@ -193,6 +190,17 @@ class _Registry:
 
 
 registry = _Registry()
+
+
+def _running_tests(
+    accounts: list[ServerAccount], thread: int | None
+) -> ServerAccount | None:
+    """Of `accounts`, the server whose test began last on `thread` (on a tie,
+    no test began: the one activated last); None if none runs tests there."""
+    mine = [account for account in accounts if account.test_thread == thread]
+    if not mine:
+        return None
+    return max(reversed(mine), key=lambda account: account.test_order)
 
 
 def backend_id(vendor: str, connection: Any) -> tuple[str | None, int | None]:
