@@ -71,12 +71,16 @@ TEST_DEPS = [
     "coverage[toml]>=7.4",
     "pytest-cov>=5",
     "selenium>=4.11",
+    "pytest-timeout>=2.3",
     # A WebSocket client for the ASGI server's tests.
     "websockets>=12",
     # Channels' own ChannelsLiveServerTestCase (channels.testing imports it),
     # which tests/test_channels_swap.py runs beside ours.
     "daphne>=4",
 ]
+# Seconds one test may take, set-up and teardown included, before pytest-timeout
+# ends its xdist worker: the slowest (the benchmark's smoke runs) take 1-2 min.
+PER_TEST_TIMEOUT = 600
 # pytest-xdist workers per test session, each with a test database of its own.
 # Three on two cores: the tests wait on servers, clients and subprocesses often
 # enough that a third worker fills the gaps (a pair took 69-75 s, not 81-83).
@@ -332,8 +336,12 @@ def _pytest(session: nox.Session, env: dict[str, str], *, cover: bool = True) ->
     # pytest-cov measures the pytest-xdist workers, where the tests run (not the
     # tools' and scenarios' own subprocesses); `nox -s coverage` combines.
     coverage = ["--cov", "--cov-report="] if cover else []
+    # A test that hangs (a client thread that never reaches its barrier, say)
+    # fails after PER_TEST_TIMEOUT with every thread's stack, and its xdist
+    # worker is replaced, instead of holding the whole run until CI's limit.
+    timeout = [f"--timeout={PER_TEST_TIMEOUT}", "--timeout-method=thread"]
     session.run(
-        "pytest", *coverage, *workers, *session.posargs,
+        "pytest", *coverage, *workers, *timeout, *session.posargs,
         env={
             "PYTHONDEVMODE": "1",
             "COVERAGE_FILE": f".coverage.{session.name}",

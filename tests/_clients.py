@@ -10,6 +10,7 @@ from typing import Any
 import requests
 from websockets.sync.client import connect
 
+from tests._waiting import DEADLINE
 from tests.testapp.views import TOKEN
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -26,7 +27,7 @@ def concurrently(url: str, clients: int, timeout: float = 60) -> list[int]:
     start = threading.Barrier(clients)
 
     def call(_: int) -> int:
-        start.wait()
+        start.wait(DEADLINE)
         return get(url, timeout).status_code
 
     with ThreadPoolExecutor(clients) as pool:

@@ -33,7 +33,7 @@ from django_safelive.channels import ChannelsLiveServerTestCase
 from django_safelive.hypothesis import ASGILiveServerTestCase as HypothesisASGITestCase
 from tests._clients import get, ws_exchange
 from tests._pg import worker_sessions
-from tests._waiting import wait_for
+from tests._waiting import DEADLINE, wait_for
 from tests.test_faults import Guarded
 from tests.test_persistent import ConnMaxAge
 from tests.testapp.models import Item
@@ -160,7 +160,7 @@ class LoadUnderBudget(ConnMaxAge):
         start = threading.Barrier(HTTP_CLIENTS + WEBSOCKETS)
 
         def http_client(number: int) -> list[int]:
-            start.wait()
+            start.wait(DEADLINE)
             with requests.Session() as session:
                 return [
                     session.get(
@@ -173,7 +173,7 @@ class LoadUnderBudget(ConnMaxAge):
                 ]
 
         def ws_client(number: int) -> int:
-            start.wait()
+            start.wait(DEADLINE)
             return len(ws_exchange(ws_url, MESSAGES, f"ws-{number}"))
 
         with ThreadPoolExecutor(HTTP_CLIENTS + WEBSOCKETS) as pool:

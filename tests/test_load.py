@@ -20,7 +20,7 @@ from django.test import SimpleTestCase
 from django_safelive import LiveServerTestCase
 from tests import _pg
 from tests._clients import AUTH
-from tests._waiting import wait_for
+from tests._waiting import DEADLINE, wait_for
 from tests.test_faults import Guarded, record, server_threads
 from tests.testapp.models import Item
 
@@ -58,7 +58,7 @@ class LoadTests(Guarded, LiveServerTestCase):
 
         def client(number: int) -> None:
             with requests.Session() as session:
-                start.wait()
+                start.wait(DEADLINE)
                 for n in range(REQUESTS):
                     try:
                         response = session.post(
@@ -80,7 +80,7 @@ class LoadTests(Guarded, LiveServerTestCase):
             ]
             for thread in threads:
                 thread.start()
-            start.wait()
+            start.wait(DEADLINE)
             began = time.monotonic()
             for thread in threads:
                 thread.join()

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from django_safelive.hypothesis import LiveServerTestCase
 from tests._clients import get
+from tests._waiting import DEADLINE
 from tests.test_faults import Guarded
 
 EXAMPLES = 20
@@ -36,7 +37,7 @@ def sessions_seen(url: str) -> list[dict[str, Any]]:
     start = threading.Barrier(CLIENTS)
 
     def call(_: int) -> list[dict[str, Any]]:
-        start.wait()
+        start.wait(DEADLINE)
         return [get(f"{url}/session/").json() for _ in range(REQUESTS)]
 
     with ThreadPoolExecutor(CLIENTS) as pool:
