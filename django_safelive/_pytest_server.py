@@ -10,12 +10,7 @@ from django.db import connections
 from django.test.testcases import LiveServerThread
 from pytest_django.live_server_helper import LiveServer
 
-from django_safelive._core import (
-    channel_layers,
-    lifecycle,
-    psycopg_pools,
-    server_budget,
-)
+from django_safelive._core import lifecycle, psycopg_pools, server_budget
 from django_safelive._core.asgi_server import SafeASGILiveServerThread
 from django_safelive._core.asgi_testcases import ASGILiveServerMixin
 from django_safelive._core.checks import check_databases
@@ -124,12 +119,6 @@ class SafeASGILiveServer(SafeLiveServer):
             port=django_thread.port,
             config=config,
         )
-
-    def start(self) -> None:
-        """Start the server; Channels' in-memory layer then runs on its loop."""
-        super().start()
-        assert self.thread.loop is not None
-        self._activation.callback(channel_layers.route_to_server_loop(self.thread.loop))
 
     @property
     def ws_url(self) -> str:

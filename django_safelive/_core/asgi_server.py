@@ -30,7 +30,7 @@ from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.db import connections
 from django.test.testcases import LiveServerThread
 
-from django_safelive._core import selfcalls, worker_sessions
+from django_safelive._core import channel_layers, selfcalls, worker_sessions
 from django_safelive._core.accounting import (
     SERVER_WORKER,
     ServerAccount,
@@ -183,7 +183,10 @@ class BoundedASGIApp:
             session_per_request=session_per_request,
             shared=shared,
         )
-        self._idle: asyncio.Queue[Worker] | None = None
+        # Bound to the server's loop on first use (asyncio's queues are since 3.10).
+        self._idle: asyncio.Queue[Worker] = asyncio.Queue()
+        for worker in http:
+            self._idle.put_nowait(worker)
         self._state = threading.Condition()
         self._in_flight: dict[int, _InFlight] = {}
         self._ids = itertools.count()
@@ -197,10 +200,6 @@ class BoundedASGIApp:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self._idle is None:  # created on the server's loop
-            self._idle = asyncio.Queue()
-            for idle in self.http:
-                self._idle.put_nowait(idle)
         key = next(self._ids)
         request = describe_request(scope.get("method", ""), scope.get("path", ""))
         client = scope.get("client") or ("?", 0)
@@ -355,11 +354,17 @@ class SafeASGILiveServerThread(LiveServerThread):
 
     async def _serve(self, listener: socket.socket) -> None:
         self.loop = asyncio.get_running_loop()
-        server = self._server
-        await server.startup(sockets=[listener])
-        self.is_ready.set()
-        await server.main_loop()
-        await server.shutdown(sockets=[listener])
+        # Channels' in-memory layer, called from the test thread, runs on this
+        # loop while the server runs: whatever starts the server gets that.
+        undo = channel_layers.route_to_server_loop(self.loop)
+        try:
+            server = self._server
+            await server.startup(sockets=[listener])
+            self.is_ready.set()
+            await server.main_loop()
+            await server.shutdown(sockets=[listener])
+        finally:
+            undo()
 
     def in_flight(self) -> list[str]:
         """Describe the requests waiting or running right now."""
@@ -382,11 +387,7 @@ class SafeASGILiveServerThread(LiveServerThread):
                     requests=self.in_flight(),
                     when="the workers were asked to close their connections",
                 ) from None
-        # The only worker's calls to the server since the last reset, which the
-        # view may have swallowed.
-        refused = self._single.take_refused() if self._single else None
-        if refused is not None:
-            raise refused
+        selfcalls.raise_refused(self._single)
 
     def terminate(self) -> None:
         """Drain, stop uvicorn and the workers, then end the thread.

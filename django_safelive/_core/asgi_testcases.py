@@ -12,7 +12,6 @@ from django.test.testcases import LiveServerThread
 from django.utils.functional import classproperty
 from django.utils.module_loading import import_string
 
-from django_safelive._core import channel_layers
 from django_safelive._core.asgi_server import ASGIApp, SafeASGILiveServerThread
 from django_safelive._core.config import Config, resolve
 from django_safelive._core.testcases import SafeLiveServerMixin
@@ -35,12 +34,6 @@ class ASGILiveServerMixin(SafeLiveServerMixin):
         dotted path, as Channels and Daphne read it) if set, else Django's."""
         path = getattr(settings, "ASGI_APPLICATION", None)
         return import_string(path) if path else get_asgi_application()
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        loop = cls.server_thread.loop
-        cls.addClassCleanup(channel_layers.route_to_server_loop(loop))
 
     @classmethod
     def _resolve_config(cls) -> Config:

@@ -262,9 +262,7 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                 requests=self.in_flight(),
                 when="the workers were asked to close their connections",
             ) from None
-        refused = self._single.take_refused() if self._single else None
-        if refused is not None:
-            raise refused
+        selfcalls.raise_refused(self._single)
 
     def stop_workers(self, timeout: float) -> RequestStuck | None:
         """Close idle sockets, drain, and join the workers.

@@ -125,6 +125,15 @@ class SingleWorker:
         return refused[0] if refused else None
 
 
+def raise_refused(single: SingleWorker | None) -> None:
+    """At a reset: raise the first call `single`, a single-mode server's only
+    worker, made to its server since the last reset (the view may have
+    swallowed it); nothing for a server with more workers."""
+    refused = single.take_refused() if single else None
+    if refused is not None:
+        raise refused
+
+
 class SharedConnection:
     """Serve one request at a time on a connection all workers share (Django
     shares the test thread's in-memory SQLite connection with its live
