@@ -16,6 +16,7 @@ from channels.layers import get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.test import TransactionTestCase, override_settings
+from django.test.testcases import LiveServerThread
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
@@ -27,7 +28,7 @@ from django_safelive import (
     SelfCallInSingleMode,
     SessionBudgetExceeded,
 )
-from django_safelive._core.asgi_server import Worker
+from django_safelive._core.asgi_server import SafeASGILiveServerThread, Worker
 from django_safelive._core.config import resolve
 from django_safelive.channels import ChannelsLiveServerTestCase
 from django_safelive.hypothesis import ASGILiveServerTestCase as HypothesisASGITestCase
@@ -239,6 +240,25 @@ class ConfigurationTests(Guarded, ChannelsLiveServerTestCase):
         """The HTTP workers leave room for the WebSocket worker and the test."""
         config = resolve(type(self), websockets=True)
         self.assertEqual((config.workers, config.websocket_workers), (2, 1))
+
+    def test_a_server_thread_class_of_our_own_is_used_or_refused(self) -> None:
+        """server_thread_class picks the ASGI thread; a WSGI one is refused,
+        not ignored."""
+
+        class Thread(SafeASGILiveServerThread):
+            pass
+
+        class Served(ASGILiveServerTestCase):
+            server_thread_class: type[LiveServerThread] = Thread
+
+        config = resolve(Served, websockets=True)
+        thread = Served._safelive_thread(None, config)
+        self.assertIs(type(thread), Thread)
+        Served.server_thread_class = LiveServerThread
+        with self.assertRaisesMessage(
+            ImproperlyConfigured, "server_thread_class is LiveServerThread"
+        ):
+            Served._safelive_thread(None, config)
 
     def test_a_budget_too_small_says_what_to_change(self) -> None:
         """WORKERS + WEBSOCKET_WORKERS + 1 above the budget is refused, naming

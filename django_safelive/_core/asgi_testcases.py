@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import ImproperlyConfigured
 from django.test import LiveServerTestCase as DjangoLiveServerTestCase
 from django.test.testcases import LiveServerThread
 from django.utils.functional import classproperty
@@ -43,10 +44,17 @@ class ASGILiveServerMixin(SafeLiveServerMixin):
     def _safelive_thread(
         cls, connections_override: Any, config: Config
     ) -> SafeASGILiveServerThread:
+        thread_class = cls.server_thread_class
+        if not issubclass(thread_class, SafeASGILiveServerThread):
+            raise ImproperlyConfigured(
+                f"{cls.__name__}.server_thread_class is {thread_class.__name__}, "
+                "which cannot serve ASGI: use django_safelive's "
+                "SafeASGILiveServerThread or a subclass of it."
+            )
         application = cls.get_application()
         if cls.serve_static:
             application = cls.static_wrapper(application)
-        return SafeASGILiveServerThread(
+        return thread_class(
             cls.host,
             application,
             connections_override=connections_override,
