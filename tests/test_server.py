@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
+import unittest
 
 import requests
 from django.contrib.staticfiles.handlers import StaticFilesHandler
@@ -16,6 +18,7 @@ from django_safelive import (
 )
 from tests import _pg
 from tests._clients import AUTH, concurrently, get
+from tests._waiting import DEADLINE
 from tests.testapp.models import Item
 from tests.testapp.views import Concurrency
 
@@ -125,6 +128,99 @@ class PoolModeTests(LiveServerTestCase):
             )
         self.assertEqual(response.status_code, 201)
         self.assertEqual(list(Item.objects.values_list("name", flat=True)), ["widget"])
+
+
+def _raw_request(path: str, host: str, extra: str = "", body: str = "") -> bytes:
+    return (
+        f"{path} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: {AUTH['Authorization']}\r\n{extra}\r\n{body}"
+    ).encode()
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    """Read until the server closes the connection (within the deadline)."""
+    sock.settimeout(DEADLINE)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """Read one response (with a Content-Length) from a kept-alive connection."""
+    sock.settimeout(DEADLINE)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: (\d+)", head)[1])  # type: ignore[index]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return answer
+
+
+def _segments_in(sock: socket.socket) -> int:
+    """The TCP segments `sock` has received (Linux's ``tcpi_segs_in``)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 192)
+    return int(struct.unpack_from("I", info, 140)[0])
+
+
+class WireTests(LiveServerTestCase):
+    """What goes over the socket: packets, 100-continue, errors, late requests."""
+
+    def _connect(self) -> socket.socket:
+        return socket.create_connection((self.host, self.server_thread.port))
+
+    @unittest.skipUnless(hasattr(socket, "TCP_INFO"), "counted by Linux's TCP_INFO")
+    def test_response_arrives_in_one_segment(self) -> None:
+        """Status line, headers and a small body leave in one TCP segment, not
+        one per piece wsgiref writes (five without Nagle)."""
+        with self._connect() as sock:
+            request = _raw_request("GET /items/", self.host)
+            sock.sendall(request)  # the connection's first exchange, not counted
+            self.assertIn(b"HTTP/1.1 200", _read_response(sock))
+            before = _segments_in(sock)
+            sock.sendall(request)
+            self.assertIn(b"HTTP/1.1 200", _read_response(sock))
+            # The answer, and at most a bare ACK of the request.
+            self.assertLessEqual(_segments_in(sock) - before, 2)
+
+    def test_expect_100_continue(self) -> None:
+        """A client that waits for ``100 Continue`` before its body gets it, and
+        then its answer."""
+        body = '{"name": "continued", "price": 2}'
+        extra = (
+            "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+        )
+        with self._connect() as sock:
+            sock.sendall(_raw_request("POST /items/", self.host, extra))
+            sock.settimeout(DEADLINE)
+            interim = b""
+            while not interim.endswith(b"\r\n\r\n"):
+                interim += sock.recv(1)
+            self.assertEqual(interim, b"HTTP/1.1 100 Continue\r\n\r\n")
+            sock.sendall(body.encode())
+            self.assertIn(b"HTTP/1.1 201", _read_answer(sock))
+        self.assertTrue(Item.objects.filter(name="continued").exists())
+
+    def test_refused_request_answered_before_close(self) -> None:
+        """A request refused while it is read gets its error before the socket
+        closes."""
+        with self._connect() as sock:
+            # More headers than http.server accepts.
+            headers = "".join(f"X-Header-{n}: {n}\r\n" for n in range(101))
+            sock.sendall(_raw_request("GET /items/", self.host, headers))
+            self.assertRegex(_read_answer(sock), rb"^HTTP/1\.1 431 ")
+
+    def test_request_sent_after_the_connection_idled(self) -> None:
+        """A connection that sends nothing at first, then a request, is answered."""
+        with self._connect() as late:
+            # Served after `late` was accepted: it waits in the idle watcher now.
+            self.assertEqual(get(f"{self.live_server_url}/items/").status_code, 200)
+            request = _raw_request("GET /items/", self.host, "Connection: close\r\n")
+            late.sendall(request)
+            self.assertIn(b"HTTP/1.1 200", _read_answer(late))
 
 
 class StaticTests(StaticLiveServerTestCase):

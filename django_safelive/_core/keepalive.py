@@ -51,20 +51,39 @@ class SafeRequestHandler(QuietWSGIRequestHandler):
     # With keep-alive, Nagle's algorithm and the client's delayed ACK would hold
     # each small response back ~40 ms (Django's server pays that too).
     disable_nagle_algorithm = True
+    # Buffered, flushed after each chunk of a response: wsgiref writes the
+    # status line, two headers, the other headers and the body separately, and
+    # without Nagle each would be a packet of its own, waking the client (a
+    # thread of the same process, usually) five times per response.
+    wbufsize = 64 * 1024
 
     def handle(self) -> None:
         """Serve one request, and any the client has already sent after it;
         then give a keep-alive socket back to the server's idle watcher rather
         than wait for the client's next request, as Django's handler does."""
         self.close_connection = True
-        self.handle_one_request()
+        self._serve_one()
         while not self.close_connection and self._request_waiting():
-            self.handle_one_request()
+            self._serve_one()
         if self.close_connection:
             with contextlib.suppress(AttributeError, OSError):
                 self._socket.shutdown(socket.SHUT_WR)
         else:
             _handler_state.keep_alive = True
+
+    def _serve_one(self) -> None:
+        try:
+            self.handle_one_request()
+        finally:
+            # An error response (http.server's send_error) is written but not
+            # flushed by its writer.
+            self.wfile.flush()
+
+    def handle_expect_100(self) -> bool:
+        """Send ``100 Continue`` at once: the client waits for it."""
+        super().handle_expect_100()
+        self.wfile.flush()
+        return True
 
     def _request_waiting(self) -> bool:
         """Whether the client has sent more already, read without waiting, so
@@ -156,12 +175,20 @@ class IdleWatcher:
         self._wake_writer.close()
 
 
-def peek(request: socket.socket) -> bytes | None:
-    """The first byte waiting on `request`, left unread: b"" when the client
-    closed (or reset) the connection, None when nothing has arrived yet."""
+def peek(request: socket.socket, wait: float = 0.0) -> bytes | None:
+    """The first byte waiting on `request`, left unread, waiting at most `wait`
+    seconds for it: b"" when the client closed (or reset) the connection, None
+    when nothing has arrived yet."""
     try:
-        return request.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
+        if wait <= 0:
+            return request.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        previous = request.gettimeout()
+        request.settimeout(wait)
+        try:
+            return request.recv(1, socket.MSG_PEEK)
+        finally:
+            request.settimeout(previous)
+    except (BlockingIOError, TimeoutError):
         return None
     except OSError:  # reset by the client
         return b""

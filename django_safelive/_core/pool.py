@@ -51,6 +51,10 @@ class _Reset:
 
 _STOP = object()
 
+# How long the accepting thread waits for a new connection's first bytes
+# before handing the socket to the idle watcher.
+FIRST_REQUEST_WAIT = 0.005
+
 
 class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     """Django's ``WSGIServer`` serving requests from a fixed pool of workers.
@@ -122,11 +126,13 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         selfcalls.unwatch(*self._watches)
 
     def process_request(self, request: Any, client_address: Address) -> None:
-        # Most clients send their request right after connecting: when it is
-        # already here, it goes straight to the workers, saving a hand-off to
-        # the idle watcher and back. A socket with nothing to read yet (a
-        # browser's speculative connection, say) waits in the watcher.
-        first = keepalive.peek(request)
+        # Most clients send their request right after connecting: when it
+        # comes within a few milliseconds, it goes straight to the workers,
+        # saving a hand-off to the idle watcher and back (the client is often a
+        # thread of this process, which needs the GIL the accepting thread
+        # holds to send it). A socket with nothing to read by then (a browser's
+        # speculative connection, say) waits in the watcher.
+        first = keepalive.peek(request, wait=FIRST_REQUEST_WAIT)
         if first is None:
             self._watcher.watch(request, client_address)
         elif first:
