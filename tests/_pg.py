@@ -32,3 +32,8 @@ def server_sessions() -> list[tuple[int, str, str]]:
 def worker_sessions() -> list[tuple[int, str, str]]:
     """The live server workers' sessions on the test database."""
     return sessions("%safelive:%:worker")
+
+
+def worker_pids() -> set[int]:
+    """The backend pids of the live server workers' sessions."""
+    return {pid for pid, _, _ in worker_sessions()}

@@ -144,7 +144,7 @@ class ASGIViewsTests(Guarded, ChannelsLiveServerTestCase):
         ws_exchange(self.live_server_ws_url, 1, "ws")
         self.assertTrue(worker_sessions())
         self.reset_live_server()
-        self.assertEqual(worker_sessions(), [])
+        self.assertTrue(wait_for(lambda: worker_sessions() == []))
 
 
 class LoadUnderBudget(ConnMaxAge):

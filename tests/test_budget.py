@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+from unittest import mock
 
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from django_safelive import LiveServerTestCase, SessionBudgetExceeded
+from django_safelive._core import sessions
 from tests import _pg
 from tests._clients import get
+from tests._waiting import wait_for
 
 
 class BudgetTests(LiveServerTestCase):
@@ -89,3 +92,62 @@ class BudgetTests(LiveServerTestCase):
         self.assertIn("other thread", str(errors[0]))
         self.assertEqual(len(self.safelive_account.holders("default")), 2)
         self.safelive_account.take_violations()
+
+
+class ExitingSessionTests(LiveServerTestCase):
+    """A worker's closed session counts until PostgreSQL has let its backend go."""
+
+    server_mode = "single"
+    max_sessions = 2
+
+    def setUp(self) -> None:
+        connection.ensure_connection()
+
+    def test_reset_leaves_the_exit_counted_not_waited_for(self) -> None:
+        """A reset returns while the worker's backend is still exiting; until it
+        is gone it fills a slot, so a session past the budget is refused."""
+        held = get(f"{self.live_server_url}/temp-table/").json()
+        with transaction.atomic():
+            # An exiting backend drops its temporary table first: while the
+            # test thread holds a lock on it, that backend cannot exit.
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {held['table']} IN ACCESS SHARE MODE")
+            self.reset_live_server()
+            self.assertEqual(_pg.worker_pids(), {held["pid"]})
+            # The test thread and the exiting backend fill the budget of 2.
+            with mock.patch.object(sessions, "EXIT_WAIT", 0.2):
+                response = get(f"{self.live_server_url}/session/")
+            self.assertEqual(response.status_code, 500)
+            self.assertEqual(_pg.worker_pids(), {held["pid"]})
+            with self.assertRaises(SessionBudgetExceeded) as caught:
+                self.reset_live_server()
+            self.assertIn("its backend still exiting", str(caught.exception))
+        # The lock is gone with the transaction, and the backend with it.
+        self.assertTrue(wait_for(lambda: held["pid"] not in _pg.worker_pids()))
+        again = get(f"{self.live_server_url}/session/")
+        self.assertEqual(again.status_code, 200)
+        self.assertNotEqual(again.json()["pid"], held["pid"])
+
+    def test_a_new_session_waits_for_the_exit(self) -> None:
+        """With the budget full of an exiting backend, a request waits for it to
+        exit rather than fail, and opens its session only then."""
+        held = get(f"{self.live_server_url}/temp-table/").json()
+        answers: list[dict[str, object]] = []
+        request = threading.Thread(
+            target=lambda: answers.append(
+                get(f"{self.live_server_url}/session/").json()
+            )
+        )
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {held['table']} IN ACCESS SHARE MODE")
+            self.reset_live_server()
+            request.start()
+            httpd = self.server_thread.httpd
+            self.assertTrue(wait_for(lambda: "GET /session/" in str(httpd.in_flight())))
+            # Waiting for the exit: no new session, no answer yet.
+            self.assertEqual(_pg.worker_pids(), {held["pid"]})
+            self.assertEqual(answers, [])
+        request.join(30)
+        self.assertEqual(len(answers), 1)
+        self.assertNotEqual(answers[0]["pid"], held["pid"])

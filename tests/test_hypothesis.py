@@ -10,6 +10,7 @@ from django_safelive import SafeLiveServerThread
 from django_safelive.hypothesis import LiveServerTestCase, StaticLiveServerTestCase
 from tests import _pg
 from tests._clients import AUTH
+from tests._waiting import wait_for
 from tests.testapp.models import Item
 
 
@@ -52,19 +53,22 @@ class GivenOnMethodTests(LiveServerTestCase):
 class NestedGivenTests(LiveServerTestCase):
     def test_reset_between_inner_examples(self) -> None:
         """reset_live_server() between examples of a @given inside the method."""
-        seen: list[int] = []
+        gone: list[bool] = []
 
         @settings(max_examples=15, deadline=None, database=None)
         @given(st.integers(min_value=0, max_value=5))
         def inner(count: int) -> None:
+            before = _pg.worker_pids()
             self.reset_live_server()
-            seen.append(len(_pg.worker_sessions()))
+            # Closed: each backend leaves pg_stat_activity as it exits.
+            gone.append(wait_for(lambda: not before & _pg.worker_pids()))
             for _ in range(count):
                 with requests.Session() as client:
                     client.get(f"{self.live_server_url}/items/", headers=AUTH)
 
         inner()
-        self.assertEqual(set(seen), {0})
+        self.assertTrue(gone)
+        self.assertTrue(all(gone))
 
 
 class StaticHypothesisTests(StaticLiveServerTestCase):

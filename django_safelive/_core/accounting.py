@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import django
 
+from django_safelive._core import sessions
 from django_safelive._core.exceptions import SessionBudgetExceeded
 from django_safelive._core.summary import TestSessions
 
@@ -61,6 +62,8 @@ class Holder:
     pg_stat_activity), ``MySQL processlist id 17``; None on SQLite."""
     pid: int | None = None
     """The PostgreSQL backend's pid, when the session is PostgreSQL's."""
+    exiting: bool = False
+    """Closed, and its backend not yet seen gone: PostgreSQL still counts it."""
 
     def describe(self, now: float | None = None) -> str:
         """A human-readable description of this holder, as of `now`: one line,
@@ -74,6 +77,8 @@ class Holder:
                 f"opened {now - self.opened_at:.1f}s ago, closed after "
                 f"{self.closed_at - self.opened_at:.1f}s"
             )
+        if self.exiting:
+            timing += ", its backend still exiting"
         backend = f", {self.backend}" if self.backend else ""
         line = f"{self.role} {self.thread_name!r}{serving}, {timing}{backend}"
         if self.stack:
@@ -206,6 +211,10 @@ class ServerAccount:
         # Sessions of other threads than the test's closed since the last
         # reset without their backend's exit seen.
         self._unconfirmed = 0
+        # Workers' sessions closed whose backends PostgreSQL may still count:
+        # the socket each is watched on (from sessions.watch_exit), and who
+        # held it. They count against the budget until seen gone.
+        self._exiting: dict[int, Holder] = {}
 
     def __repr__(self) -> str:
         return f"<ServerAccount {self.tag} budget={self.budget}>"
@@ -227,7 +236,7 @@ class ServerAccount:
         """Count a session about to open on `alias`, or refuse it."""
         thread = threading.current_thread()
         with self._lock:
-            count = sum(1 for h in self._holders.values() if h.alias == alias)
+            count = self._counted(alias, wait=True)
             if count >= self.budget:
                 self._refuse(alias, role, thread.name, request)
             holder = Holder(
@@ -243,13 +252,65 @@ class ServerAccount:
             self.peaks[alias] = max(self.peaks.get(alias, 0), count + 1)
         return holder
 
+    def _counted(self, alias: str, *, wait: bool = False) -> int:
+        """The sessions on `alias` PostgreSQL may count: the open ones, and the
+        closed ones whose backends have not been seen to exit. With `wait`,
+        when they fill the budget, wait for those backends to exit first."""
+        if self._exiting:
+            self._reap(0)
+        count = self._count(alias)
+        while wait and count >= self.budget and self._exiting_on(alias):
+            if not self._reap(sessions.EXIT_WAIT, any_=True):
+                break  # none exited in time: count them, and refuse
+            count = self._count(alias)
+        return count
+
+    def _count(self, alias: str) -> int:
+        return sum(1 for h in self._holders.values() if h.alias == alias) + len(
+            self._exiting_on(alias)
+        )
+
+    def _exiting_on(self, alias: str) -> list[int]:
+        return [fd for fd, h in self._exiting.items() if h.alias == alias]
+
+    def _reap(self, timeout: float, *, any_: bool = False) -> bool:
+        """Forget the exiting sessions whose backends are gone, waiting up to
+        `timeout` for all of them (with `any_`, for one); whether any went."""
+        left = sessions.wait_exits(self._exiting, timeout, any_=any_)
+        gone = [fd for fd in self._exiting if fd not in left]
+        for fd in gone:
+            self._exiting.pop(fd).exiting = False
+        return bool(gone)
+
+    def exiting(self, alias: str | None = None) -> list[Holder]:
+        """Closed sessions whose backends may still be exiting, oldest first."""
+        with self._lock:
+            if self._exiting:
+                self._reap(0)
+            found = [h for h in self._exiting.values() if alias in (None, h.alias)]
+        return sorted(found, key=lambda holder: holder.opened_at)
+
+    def settle_exits(self, timeout: float = sessions.EXIT_WAIT) -> None:
+        """Wait up to `timeout` for every exiting session's backend to be gone;
+        those still there then are counted as unconfirmed (see
+        ``may_have_left_sessions``) and no longer watched."""
+        with self._lock:
+            if not self._exiting:
+                return
+            self._reap(timeout)
+            self._unconfirmed += len(self._exiting)
+            sessions.forget(self._exiting)
+            for holder in self._exiting.values():
+                holder.exiting = False
+            self._exiting.clear()
+
     def _refuse(
         self, alias: str, role: str, thread_name: str, request: str | None
     ) -> None:
         error = SessionBudgetExceeded(
             alias=alias,
             budget=self.budget,
-            holders=self.holders(alias),
+            holders=self.holders(alias) + self.exiting(alias),
             requester=f"{role} {thread_name!r}"
             + (f" serving {request}" if request else ""),
         )
@@ -264,7 +325,7 @@ class ServerAccount:
         the test thread's, when this server starts or another one stops."""
         with self._lock:
             self._holders[key] = holder
-            count = sum(1 for h in self._holders.values() if h.alias == holder.alias)
+            count = self._count(holder.alias)
             self.peaks[holder.alias] = max(self.peaks.get(holder.alias, 0), count)
 
     def hand_over(self, key: int) -> Holder | None:
@@ -272,16 +333,32 @@ class ServerAccount:
         with self._lock:
             return self._holders.pop(key, None)
 
-    def close(self, key: int, *, confirmed: bool) -> None:
+    def defers_exit(self, key: int) -> bool:
+        """Whether the session of connection `key`, closing, may count on
+        until its backend exits rather than be waited for: a worker's, whose
+        close between tests or examples need not wait. Any other is waited
+        for, so that nothing the test thread does next (dropping the test
+        database, say) meets a backend still exiting."""
+        holder = self._holders.get(key)
+        return holder is not None and holder.role == SERVER_WORKER
+
+    def close(self, key: int, *, confirmed: bool, exiting: int | None = None) -> None:
         """The session of connection `key` closed; `confirmed` when its
-        backend's exit was seen (or there is none to wait for)."""
+        backend's exit was seen (or there is none to wait for). `exiting`: a
+        socket to watch for that exit (see ``sessions.watch_exit``); the
+        session counts until then."""
         with self._lock:
             holder = self._holders.pop(key, None)
             if holder is None:
+                if exiting is not None:
+                    sessions.forget([exiting])
                 return
             holder.closed_at = time.monotonic()
             self.history.append(holder)
-            if not confirmed and holder.role != TEST_THREAD:
+            if exiting is not None:
+                holder.exiting = True
+                self._exiting[exiting] = holder
+            elif not confirmed and holder.role != TEST_THREAD:
                 self._unconfirmed += 1
 
     # -- per test ------------------------------------------------------------
@@ -313,7 +390,7 @@ class ServerAccount:
     def _restart_count(self) -> None:
         self._overruns = []
         self.peaks = {}
-        for holder in self._holders.values():
+        for holder in [*self._holders.values(), *self._exiting.values()]:
             self.peaks[holder.alias] = self.peaks.get(holder.alias, 0) + 1
 
     def may_have_left_sessions(self) -> bool:

@@ -103,12 +103,28 @@ class _Registry:
             if window.alias == holder.alias:
                 window.saw(holder, self.holders(holder.alias))
 
-    def closed(self, wrapper: BaseDatabaseWrapper, *, confirmed: bool) -> None:
-        """`wrapper` closed its session (or failed to open it)."""
+    def defers_exit(self, wrapper: BaseDatabaseWrapper) -> bool:
+        """Whether `wrapper`'s session, closing, may count on until its backend
+        exits rather than be waited for (see ``ServerAccount.defers_exit``)."""
+        with self._lock:
+            account = self._owners.get(id(wrapper))
+            return account is not None and account.defers_exit(id(wrapper))
+
+    def closed(
+        self,
+        wrapper: BaseDatabaseWrapper,
+        *,
+        confirmed: bool,
+        exiting: int | None = None,
+    ) -> None:
+        """`wrapper` closed its session (or failed to open it); `exiting`, a
+        socket to watch for its backend's exit (see ``ServerAccount.close``)."""
         with self._lock:
             account = self._owners.pop(id(wrapper), None)
         if account is not None:
-            account.close(id(wrapper), confirmed=confirmed)
+            account.close(id(wrapper), confirmed=confirmed, exiting=exiting)
+        elif exiting is not None:
+            os.close(exiting)
 
     def _collected(self, key: int) -> None:
         with self._lock:
@@ -138,6 +154,7 @@ class _Registry:
             with self._lock:
                 self.accounts.remove(account)
                 self._hand_back(account)
+            account.settle_exits(0)  # stop watching: the server is done
 
     def _adopt_test_thread_sessions(self, account: ServerAccount) -> None:
         """Count the sessions the test thread has open in `account`: those
@@ -252,17 +269,19 @@ def _wrap_close(original: Callable[[Any], None]) -> Callable[[Any], None]:
             return original(self)
         # The session counts until PostgreSQL itself no longer does.
         exiting = watch_exit(self)
-        confirmed = False
         try:
             original(self)
         except BaseException:
             if exiting is not None:
                 os.close(exiting)  # the driver may still hold it open
+            registry.closed(self, confirmed=False)
             raise
+        if exiting is not None and registry.defers_exit(self):
+            # A worker's: it counts on until its backend is seen gone, but
+            # nothing waits for that here (see ServerAccount.close).
+            registry.closed(self, confirmed=False, exiting=exiting)
         else:
-            confirmed = exiting is None or wait_exit(exiting)
-        finally:
-            registry.closed(self, confirmed=confirmed)
+            registry.closed(self, confirmed=exiting is None or wait_exit(exiting))
 
     _close.__wrapped__ = original  # type: ignore[attr-defined]
     _close._safelive_hook = True  # type: ignore[attr-defined]

@@ -35,6 +35,7 @@ def end_server_sessions(
 ) -> list[SessionsLeftBehind]:
     """Make sure no session of `account`'s server is left on PostgreSQL,
     ending any that are (only ever sessions carrying its tag)."""
+    account.settle_exits()
     errors = []
     for alias in aliases:
         if connections[alias].vendor != "postgresql":
@@ -67,10 +68,11 @@ def reset(
 ) -> None:
     """Drain the server, close its workers' sessions and confirm they are gone.
 
-    Closing a session waits until PostgreSQL has let it go (see
-    ``sessions.wait_exit``), so when the accounting shows every server
-    session closed and confirmed gone, nothing is asked of PostgreSQL; else
-    one query per alias finds what is left (a thread a view started, say).
+    A worker's closed session counts against the budget until PostgreSQL has
+    let it go (see ``ServerAccount.close``), which nothing here waits for; so
+    when the accounting shows every server session closed, nothing is asked
+    of PostgreSQL; else one query per alias finds what is left (a thread a
+    view started, say).
     """
     aliases = list(aliases)
     left_behind: list[SessionsLeftBehind] = []

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import socket
 import time
-from collections.abc import Collection, Iterator
-from typing import Any
+from collections.abc import Collection, Iterable, Iterator
+from typing import Any, cast
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -42,24 +43,64 @@ def watch_exit(wrapper: BaseDatabaseWrapper) -> int | None:
 
 def wait_exit(fd: int, timeout: float = EXIT_WAIT) -> bool:
     """Wait until PostgreSQL closes the session's socket (`fd`, from
-    :func:`watch_exit`); True if it did within `timeout`.
+    :func:`watch_exit`), then close `fd`; True if it did within `timeout`.
 
     A backend closes its socket last as it exits, after it has left
     ``pg_stat_activity`` and given back its ``max_connections`` slot. A client
     closing its side does not wait for that, so without this wait a session
     just closed still counts on the server while its replacement opens.
     """
+    left = wait_exits([fd], timeout)
+    forget(left)
+    return not left
+
+
+def wait_exits(fds: Collection[int], timeout: float, *, any_: bool = False) -> set[int]:
+    """Wait up to `timeout` until PostgreSQL has closed every socket of `fds`
+    (with `any_`, one of them); close the exited ones, and return those whose
+    backends have not exited yet, still open."""
+    left = {fd for fd in fds if not _exited(fd)}
+    if not left or timeout <= 0 or (any_ and len(left) < len(fds)):
+        return left
     deadline = time.monotonic() + timeout
-    with socket.socket(fileno=fd) as sock:
-        try:
-            sock.settimeout(timeout)
-            while sock.recv(4096):
-                sock.settimeout(max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            return False
-        except OSError:  # reset by the server: gone as well
+    with selectors.DefaultSelector() as selector:
+        for fd in left:
+            selector.register(fd, selectors.EVENT_READ)
+        while left:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for key, _ in selector.select(remaining):
+                fd = cast(int, key.fileobj)
+                if _exited(fd):
+                    selector.unregister(fd)
+                    left.discard(fd)
+                    if any_:
+                        return left
+    return left
+
+
+def _exited(fd: int) -> bool:
+    """Whether the backend behind `fd` has closed its socket, read without
+    waiting; `fd` is closed if it has."""
+    sock = socket.socket(fileno=fd)
+    try:
+        while sock.recv(4096, socket.MSG_DONTWAIT):
             pass
+    except BlockingIOError:
+        sock.detach()  # still there: keep `fd` open for the next look
+        return False
+    except OSError:  # reset by the server: gone as well
+        pass
+    sock.close()
     return True
+
+
+def forget(fds: Iterable[int]) -> None:
+    """Stop watching `fds` (close them) without waiting."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 _SERVER_SESSIONS = """

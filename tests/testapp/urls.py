@@ -11,6 +11,7 @@ urlpatterns = [
     path("slow/", views.slow),
     path("hang/", views.hang),
     path("session/", views.session),
+    path("temp-table/", views.temp_table),
     path("spawn/", views.spawn),
     path("leak/", views.leak),
     path("concurrent/", views.concurrent),

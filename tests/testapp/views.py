@@ -213,6 +213,19 @@ def session(request: HttpRequest) -> HttpResponse:
     )
 
 
+def temp_table(request: HttpRequest) -> HttpResponse:
+    """Create a temporary table in this request's session; its schema and the
+    session's backend pid. A test that locks the table keeps that backend from
+    exiting when the session closes (it drops the table as it exits)."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS safelive_held (x int)")
+        cursor.execute(
+            "SELECT pg_my_temp_schema()::regnamespace::text, pg_backend_pid()"
+        )
+        schema, pid = cursor.fetchone()
+    return JsonResponse({"table": f"{schema}.safelive_held", "pid": pid})
+
+
 def _close_thread_connections() -> None:
     """Close this thread's connections, in-memory SQLite ones too (whose close()
     Django ignores, as it would destroy the database: it lives on in the others)."""
