@@ -231,13 +231,25 @@ class ServerAccount:
 
     # -- opening and closing ------------------------------------------------
     def open(
-        self, key: int, alias: str, role: str, request: str | None, *, trace: bool
-    ) -> Holder:
-        """Count a session about to open on `alias`, or refuse it."""
+        self,
+        key: int,
+        alias: str,
+        role: str,
+        request: str | None,
+        *,
+        trace: bool,
+        may_wait: bool = False,
+    ) -> Holder | None:
+        """Count a session about to open on `alias`, or refuse it. With
+        `may_wait`, None instead of a refusal when sessions whose backends are
+        exiting fill the budget: the caller waits for them (``wait_for_room``)
+        and asks again."""
         thread = threading.current_thread()
         with self._lock:
-            count = self._counted(alias, wait=True)
+            count = self._counted(alias)
             if count >= self.budget:
+                if may_wait and self._exiting_on(alias):
+                    return None
                 self._refuse(alias, role, thread.name, request)
             holder = Holder(
                 alias=alias,
@@ -252,18 +264,25 @@ class ServerAccount:
             self.peaks[alias] = max(self.peaks.get(alias, 0), count + 1)
         return holder
 
-    def _counted(self, alias: str, *, wait: bool = False) -> int:
+    def _counted(self, alias: str) -> int:
         """The sessions on `alias` PostgreSQL may count: the open ones, and the
-        closed ones whose backends have not been seen to exit. With `wait`,
-        when they fill the budget, wait for those backends to exit first."""
+        closed ones whose backends have not been seen to exit."""
         if self._exiting:
             self._reap(0)
-        count = self._count(alias)
-        while wait and count >= self.budget and self._exiting_on(alias):
-            if not self._reap(sessions.EXIT_WAIT, any_=True):
-                break  # none exited in time: count them, and refuse
-            count = self._count(alias)
-        return count
+        return self._count(alias)
+
+    def wait_for_room(self, alias: str, timeout: float) -> None:
+        """Wait up to `timeout` until one of the sessions on `alias` whose
+        backends are exiting has gone, if any is (see ``open``). Holds no lock
+        while it waits: other threads go on closing and counting."""
+        with self._lock:
+            # Copies: another thread may stop watching the originals.
+            watched = [os.dup(fd) for fd in self._exiting_on(alias)]
+        try:
+            if watched and timeout > 0:
+                sessions.wait_readable(watched, timeout)
+        finally:
+            sessions.forget(watched)
 
     def _count(self, alias: str) -> int:
         return sum(1 for h in self._holders.values() if h.alias == alias) + len(
@@ -273,14 +292,12 @@ class ServerAccount:
     def _exiting_on(self, alias: str) -> list[int]:
         return [fd for fd, h in self._exiting.items() if h.alias == alias]
 
-    def _reap(self, timeout: float, *, any_: bool = False) -> bool:
+    def _reap(self, timeout: float) -> None:
         """Forget the exiting sessions whose backends are gone, waiting up to
-        `timeout` for all of them (with `any_`, for one); whether any went."""
-        left = sessions.wait_exits(self._exiting, timeout, any_=any_)
-        gone = [fd for fd in self._exiting if fd not in left]
-        for fd in gone:
+        `timeout` for all of them."""
+        left = sessions.wait_exits(self._exiting, timeout)
+        for fd in [fd for fd in self._exiting if fd not in left]:
             self._exiting.pop(fd).exiting = False
-        return bool(gone)
 
     def exiting(self, alias: str | None = None) -> list[Holder]:
         """Closed sessions whose backends may still be exiting, oldest first."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from typing import Any
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from django_safelive._core import sessions
 from django_safelive._core.accounting import (
     OTHER_THREAD,
     TEST_THREAD,
@@ -71,19 +73,32 @@ class _Registry:
         self, wrapper: BaseDatabaseWrapper
     ) -> tuple[ServerAccount, Holder] | None:
         """Count the session `wrapper` is about to open, or refuse it; the
-        account it counts in and its holder (None when nothing counts it)."""
-        with self._lock:
-            routed = self.route()
-            key = id(wrapper)
-            if routed is None or key in self._owners:
-                return None
-            account, role = routed
-            holder = account.open(
-                key, wrapper.alias, role, thread_info.request, trace=True
-            )
-            self._own(key, wrapper, account)
-            self._saw(holder)
-        return account, holder
+        account it counts in and its holder (None when nothing counts it).
+
+        While the budget is full only because closed sessions' backends are
+        still exiting, wait for them (up to ``sessions.EXIT_WAIT``), holding
+        no lock, so that other threads go on closing and counting."""
+        deadline = time.monotonic() + sessions.EXIT_WAIT
+        while True:
+            with self._lock:
+                routed = self.route()
+                key = id(wrapper)
+                if routed is None or key in self._owners:
+                    return None
+                account, role = routed
+                holder = account.open(
+                    key,
+                    wrapper.alias,
+                    role,
+                    thread_info.request,
+                    trace=True,
+                    may_wait=time.monotonic() < deadline,
+                )
+                if holder is not None:
+                    self._own(key, wrapper, account)
+                    self._saw(holder)
+                    return account, holder
+            account.wait_for_room(wrapper.alias, deadline - time.monotonic())
 
     def owns(self, wrapper: BaseDatabaseWrapper) -> bool:
         """Whether `wrapper`'s session is counted by a running server."""

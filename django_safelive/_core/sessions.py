@@ -55,12 +55,12 @@ def wait_exit(fd: int, timeout: float = EXIT_WAIT) -> bool:
     return not left
 
 
-def wait_exits(fds: Collection[int], timeout: float, *, any_: bool = False) -> set[int]:
-    """Wait up to `timeout` until PostgreSQL has closed every socket of `fds`
-    (with `any_`, one of them); close the exited ones, and return those whose
-    backends have not exited yet, still open."""
+def wait_exits(fds: Collection[int], timeout: float) -> set[int]:
+    """Wait up to `timeout` until PostgreSQL has closed every socket of `fds`;
+    close the exited ones, and return those whose backends have not exited
+    yet, still open."""
     left = {fd for fd in fds if not _exited(fd)}
-    if not left or timeout <= 0 or (any_ and len(left) < len(fds)):
+    if not left or timeout <= 0:
         return left
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
@@ -75,9 +75,16 @@ def wait_exits(fds: Collection[int], timeout: float, *, any_: bool = False) -> s
                 if _exited(fd):
                     selector.unregister(fd)
                     left.discard(fd)
-                    if any_:
-                        return left
     return left
+
+
+def wait_readable(fds: Collection[int], timeout: float) -> None:
+    """Wait up to `timeout` until one of `fds` has something to read (a
+    backend's socket: its end), reading nothing."""
+    with selectors.DefaultSelector() as selector:
+        for fd in fds:
+            selector.register(fd, selectors.EVENT_READ)
+        selector.select(timeout)
 
 
 def _exited(fd: int) -> bool:
