@@ -63,6 +63,17 @@ class ASGIViewsTests(Guarded, ChannelsLiveServerTestCase):
         self.assertTrue(answer["thread"].startswith("safelive-asgi-worker-"))
         self.assertEqual(Item.objects.get().name, "from-view")
 
+    def test_one_client_keeps_to_one_worker_and_session(self) -> None:
+        """Requests one after the other go to the HTTP worker that went idle
+        last, so they share its session instead of one per worker."""
+        app = self.server_thread.app
+        assert app is not None
+        pids = set()
+        for _ in range(6):
+            self.assertTrue(wait_for(lambda: app._idle.qsize() == len(app.http)))
+            pids.add(get(f"{self.live_server_url}/asgi/create/").json()["pid"])
+        self.assertEqual(len(pids), 1)
+
     def test_server_sent_events_stream(self) -> None:
         """A streaming response with async iteration arrives whole, event by event."""
         Item.objects.create(name="one")

@@ -107,6 +107,16 @@ class PoolModeTests(LiveServerTestCase):
         self.assertEqual(Concurrency.peak, 3)
         self.assertEqual(len(_pg.worker_sessions()), 3)
 
+    def test_one_client_keeps_to_one_worker_and_session(self) -> None:
+        """Requests one after the other go to the worker that went idle last, so
+        they share its session instead of opening one per worker."""
+        httpd = self.server_thread.httpd
+        pids = set()
+        for _ in range(8):
+            self.assertTrue(wait_for(lambda: len(httpd._idle) == 3))
+            pids.add(get(f"{self.live_server_url}/session/").json()["pid"])
+        self.assertEqual(len(pids), 1)
+
     def test_many_keep_alive_clients_stay_within_the_pool(self) -> None:
         """Twenty clients that never close their sessions cost at most three."""
         clients = [requests.Session() for _ in range(20)]

@@ -183,9 +183,11 @@ class BoundedASGIApp:
             session_per_request=session_per_request,
             shared=shared,
         )
-        # Bound to the server's loop on first use (asyncio's queues are since 3.10).
-        self._idle: asyncio.Queue[Worker] = asyncio.Queue()
-        for worker in http:
+        # Bound to the server's loop on first use (asyncio's queues are since
+        # 3.10). Last in, first out: a request goes to the worker that went
+        # idle last, whose session is the likeliest to be open already.
+        self._idle: asyncio.LifoQueue[Worker] = asyncio.LifoQueue()
+        for worker in reversed(http):
             self._idle.put_nowait(worker)
         self._state = threading.Condition()
         self._in_flight: dict[int, _InFlight] = {}

@@ -8,6 +8,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -50,6 +51,9 @@ class _Reset:
 
 
 _STOP = object()
+
+# A worker's work: requests, _Reset and _STOP.
+_Inbox = queue.SimpleQueue[object]
 
 # How long the accepting thread waits for a new connection's first bytes
 # before handing the socket to the idle watcher.
@@ -97,17 +101,22 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         )
         self._watches = tuple(w for w in (self._single, self._shared) if w is not None)
         selfcalls.watch(*self._watches)
-        self._work: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._state = threading.Condition()
         self._queued = 0
         self._running: dict[int, _InFlight] = {}
+        # Each worker's own work; the idle ones, the last to have finished on
+        # top; requests no worker was idle for, oldest first.
+        self._inboxes: list[_Inbox] = [queue.SimpleQueue() for _ in range(workers)]
+        self._idle = list(reversed(self._inboxes))
+        self._backlog: deque[Request] = deque()
         self._workers = [
             threading.Thread(
                 target=self._work_loop,
+                args=(inbox,),
                 name=f"safelive-worker-{number}",
                 daemon=True,
             )
-            for number in range(1, workers + 1)
+            for number, inbox in enumerate(self._inboxes, start=1)
         ]
         for worker in self._workers:
             worker.start()
@@ -160,11 +169,19 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
 
     # -- the pool -----------------------------------------------------------
     def _enqueue(self, request: socket.socket, client_address: Address) -> None:
+        """Give a request to the worker that went idle last, whose database
+        session is the likeliest to be open already (one client's requests,
+        one after the other, keep to one worker and its session); with none
+        idle, queue it."""
         with self._state:
             self._queued += 1
-        self._work.put((request, client_address))
+            if not self._idle:
+                self._backlog.append((request, client_address))
+                return
+            inbox = self._idle.pop()
+        inbox.put((request, client_address))
 
-    def _work_loop(self) -> None:
+    def _work_loop(self, inbox: _Inbox) -> None:
         bind_thread(self.account, SERVER_WORKER)
         worker_sessions.keep_sessions(not self.session_per_request)
         selfcalls.serve_as(self._single)
@@ -172,7 +189,7 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
             connections[alias] = conn
         try:
             while True:
-                item = self._work.get()
+                item = inbox.get()
                 if item is _STOP:
                     return
                 if isinstance(item, _Reset):
@@ -181,10 +198,20 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                     with contextlib.suppress(threading.BrokenBarrierError):
                         item.barrier.wait()
                     continue
-                request, client_address = cast(Request, item)
-                self._serve(request, client_address)
+                request: Request | None = cast(Request, item)
+                while request is not None:
+                    self._serve(*request)
+                    request = self._next(inbox)
         finally:
             connections.close_all()
+
+    def _next(self, inbox: _Inbox) -> Request | None:
+        """The oldest queued request, or None once the worker is idle again."""
+        with self._state:
+            if self._backlog:
+                return self._backlog.popleft()
+            self._idle.append(inbox)
+            return None
 
     def _serve(self, request: socket.socket, client_address: Address) -> None:
         self._started(client_address)
@@ -258,8 +285,8 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         """
         self.wait_idle(timeout, "the test asked for a reset")
         barrier = threading.Barrier(len(self._workers) + 1)
-        for _ in self._workers:
-            self._work.put(_Reset(barrier))
+        for inbox in self._inboxes:
+            inbox.put(_Reset(barrier))
         try:
             barrier.wait(timeout)
         except threading.BrokenBarrierError:
@@ -283,8 +310,8 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
             self.wait_idle(timeout, "the live server was asked to stop")
         except RequestStuck as error:
             stuck = error
-        for _ in self._workers:
-            self._work.put(_STOP)
+        for inbox in self._inboxes:
+            inbox.put(_STOP)
         if stuck is not None:
             # The caller ends the stuck requests' sessions, then joins.
             return stuck

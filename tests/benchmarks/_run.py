@@ -21,10 +21,8 @@ from django.test.testcases import LiveServerThread, _StaticFilesHandler
 from hypothesis import HealthCheck, given, settings
 
 from django_safelive import SafeLiveServerThread
-from django_safelive._core import hooks as _hooks
 from django_safelive._core import lifecycle as _lifecycle
-from django_safelive._core import sessions as _sessions
-from django_safelive._core.accounting import SERVER_WORKER
+from django_safelive._core.accounting import SERVER_WORKER, ServerAccount
 from django_safelive._core.config import Config
 from django_safelive._core.hooks import registry
 from tests._sampler import Sampler, connect, count_sessions
@@ -393,7 +391,7 @@ RESET_FIGURES = (
     "reset_empty_ms",
     "reset_empty_full_ms",
     "reset_sessions",
-    "reset_exit_wait_ms",
+    "reset_exit_after_ms",
     "reset_peak_sessions",
 )
 BREAKDOWN = tuple(
@@ -403,25 +401,16 @@ BREAKDOWN = tuple(
 )
 
 
-@contextmanager
-def timed_exit_waits() -> Iterator[list[float]]:
-    """Time each of django-safelive's waits for a closed session's backend to
-    exit (``_sessions.wait_exit``, called as ``hooks.wait_exit``)."""
-    original = _sessions.wait_exit  # what hooks imported
-    waits: list[float] = []
-
-    def wait_exit(fd: int, timeout: float = _sessions.EXIT_WAIT) -> bool:
-        began = time.perf_counter()
-        try:
-            return original(fd, timeout)
-        finally:
-            waits.append(time.perf_counter() - began)
-
-    _hooks.wait_exit = wait_exit  # type: ignore[attr-defined]
-    try:
-        yield waits
-    finally:
-        _hooks.wait_exit = original  # type: ignore[attr-defined]
+def exited_after(account: ServerAccount) -> float | None:
+    """Seconds until the sessions a reset closed have exited, counted from
+    the reset's return (they exit while the test goes on); None if none was
+    exiting."""
+    began = time.perf_counter()
+    if not account.exiting():
+        return None
+    while account.exiting():
+        time.sleep(0.0002)
+    return time.perf_counter() - began
 
 
 def _worker_sessions() -> int:
@@ -433,8 +422,9 @@ def reset_costs(
 ) -> dict[str, Any]:
     """What one reset between two examples costs, the median of `rounds`.
 
-    ``thread.reset()`` alone (drain, every worker closes its sessions and waits
-    for their backends to exit), and the whole reset django-safelive runs
+    ``thread.reset()`` alone (drain, every worker closes its sessions; their
+    backends exit after, counted until then: ``reset_exit_after_ms`` is how
+    long after), and the whole reset django-safelive runs
     between tests and examples (``_lifecycle.reset``: that, then one
     pg_stat_activity query when a worker opened a session since the last
     one); each after 2 x workers ``GET /items/`` (the workers hold sessions:
@@ -447,7 +437,8 @@ def reset_costs(
 
     figures: dict[str, Any] = {}
     held = []
-    with Sampler(datname) as sampler, timed_exit_waits() as waits:
+    exits: list[float] = []
+    with Sampler(datname) as sampler:
         for phase, path in (("", "/items/"), ("_empty", "/openapi.json")):
             for suffix, reset in (("", thread.reset), ("_full", full)):
                 full()  # from no session, and nothing opened since
@@ -463,9 +454,12 @@ def reset_costs(
                     began = time.perf_counter()
                     reset()
                     times.append(time.perf_counter() - began)
+                    exited = exited_after(thread.account)
+                    if exited is not None:
+                        exits.append(exited)
                 figures[f"reset{phase}{suffix}_ms"] = statistics.median(times) * 1000
     figures["reset_sessions"] = statistics.median(held)
-    figures["reset_exit_wait_ms"] = statistics.median(waits) * 1000 if waits else None
+    figures["reset_exit_after_ms"] = statistics.median(exits) * 1000 if exits else None
     figures["reset_peak_sessions"] = sampler.peak
     return figures
 
