@@ -109,6 +109,8 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self._inboxes: list[_Inbox] = [queue.SimpleQueue() for _ in range(workers)]
         self._idle = list(reversed(self._inboxes))
         self._backlog: deque[Request] = deque()
+        # The workers that served a request since the last reset.
+        self._served: set[_Inbox] = set()
         self._workers = [
             threading.Thread(
                 target=self._work_loop,
@@ -199,6 +201,8 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                         item.barrier.wait()
                     continue
                 request: Request | None = cast(Request, item)
+                with self._state:
+                    self._served.add(inbox)
                 while request is not None:
                     self._serve(*request)
                     request = self._next(inbox)
@@ -209,6 +213,7 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         """The oldest queued request, or None once the worker is idle again."""
         with self._state:
             if self._backlog:
+                self._served.add(inbox)
                 return self._backlog.popleft()
             self._idle.append(inbox)
             return None
@@ -284,8 +289,17 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         since the last reset, if any (the view may have swallowed it).
         """
         self.wait_idle(timeout, "the test asked for a reset")
-        barrier = threading.Barrier(len(self._workers) + 1)
-        for inbox in self._inboxes:
+        # Only a worker that served a request since the last reset can have a
+        # connection open: the others are not woken.
+        with self._state:
+            served, self._served = self._served, set()
+        if served:
+            self._close_connections(served, timeout)
+        selfcalls.raise_refused(self._single)
+
+    def _close_connections(self, inboxes: set[_Inbox], timeout: float) -> None:
+        barrier = threading.Barrier(len(inboxes) + 1)
+        for inbox in inboxes:
             inbox.put(_Reset(barrier))
         try:
             barrier.wait(timeout)
@@ -295,7 +309,6 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                 requests=self.in_flight(),
                 when="the workers were asked to close their connections",
             ) from None
-        selfcalls.raise_refused(self._single)
 
     def stop_workers(self, timeout: float) -> RequestStuck | None:
         """Close idle sockets, drain, and join the workers.
