@@ -7,6 +7,7 @@ back to the watcher, which holds it until the client sends more.
 from __future__ import annotations
 
 import contextlib
+import io
 import selectors
 import socket
 import threading
@@ -39,6 +40,42 @@ def handle(
     return _handler_state.keep_alive
 
 
+class _BufferedSocketWriter(io.BufferedIOBase):
+    """socketserver's unbuffered socket writer, buffered until ``flush()``.
+
+    Not ``socket.makefile()``'s writer: closing it with bytes left that the
+    client no longer takes raises, and on some Python versions leaves the
+    socket open until it is collected.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        with memoryview(data) as view:
+            self._buffer += view
+            return view.nbytes
+
+    def flush(self) -> None:
+        # Emptied first: bytes a failed send could not deliver are not resent.
+        data, self._buffer = bytes(self._buffer), bytearray()
+        if data:
+            self._sock.sendall(data)
+
+    def close(self) -> None:
+        # What was not flushed could not be sent (the request's handler
+        # flushes each chunk): dropped, not written at close.
+        self._buffer.clear()
+        super().close()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+
 class SafeRequestHandler(QuietWSGIRequestHandler):
     """Django's quiet live-server handler, with a socket timeout, that never
     waits on an idle keep-alive socket.
@@ -51,11 +88,15 @@ class SafeRequestHandler(QuietWSGIRequestHandler):
     # With keep-alive, Nagle's algorithm and the client's delayed ACK would hold
     # each small response back ~40 ms (Django's server pays that too).
     disable_nagle_algorithm = True
-    # Buffered, flushed after each chunk of a response: wsgiref writes the
-    # status line, two headers, the other headers and the body separately, and
-    # without Nagle each would be a packet of its own, waking the client (a
-    # thread of the same process, usually) five times per response.
-    wbufsize = 64 * 1024
+
+    def setup(self) -> None:
+        super().setup()
+        # Buffered, flushed after each chunk of a response: wsgiref writes the
+        # status line, two headers, the other headers and the body separately,
+        # and without Nagle each would be a packet of its own, waking the
+        # client (a thread of the same process, usually) five times per
+        # response.
+        self.wfile = _BufferedSocketWriter(self._socket)  # type: ignore[assignment]
 
     def handle(self) -> None:
         """Serve one request, and any the client has already sent after it;
@@ -76,8 +117,9 @@ class SafeRequestHandler(QuietWSGIRequestHandler):
             self.handle_one_request()
         finally:
             # An error response (http.server's send_error) is written but not
-            # flushed by its writer.
-            self.wfile.flush()
+            # flushed by its writer. A client gone by then gets nothing.
+            with contextlib.suppress(OSError):
+                self.wfile.flush()
 
     def handle_expect_100(self) -> bool:
         """Send ``100 Continue`` at once: the client waits for it."""

@@ -11,7 +11,7 @@ import subprocess
 
 from django.db import connection
 
-from tests._clients import get
+from tests._clients import concurrently, get
 from tests.scenarios._impl import LiveServerTestCase, report
 
 
@@ -37,10 +37,14 @@ class RestartTests(LiveServerTestCase):
         )
         # The test thread's own session ended too; Django reconnects it on close().
         connection.close()
-        statuses = self.statuses(12)
-        report(failed=statuses.count(500), last=statuses[-1])
+        # One after the other, requests may all go to one worker; two slow
+        # ones at once take both.
+        both = f"{self.live_server_url}/slow/?seconds=0.2"
+        statuses = self.statuses(6) + concurrently(both, 2)
+        after = concurrently(both, 2) + self.statuses(6)
+        report(failed=statuses.count(500), last=after[-1])
         self.assertLessEqual(statuses.count(500), 2, statuses)
-        self.assertEqual(statuses[-6:], [200] * 6, statuses)
+        self.assertEqual(after, [200] * 8, (statuses, after))
 
     def test_3_after(self) -> None:
         """The next test starts clean and every request succeeds."""
