@@ -180,3 +180,25 @@ def test_a_django_test_run_loads_no_tool() -> None:
         SAFELIVE_TEST_DB_NAME=f"test_safelive_notools_{uuid.uuid4().hex[:8]}",
     )
     assert lines == ["PASSED", "[]"]
+
+
+def test_the_demo_app_accepts_what_its_schema_allows() -> None:
+    """A name of whitespace alone is schema-valid, so the demo app takes it
+    (its form stripped it and refused "\\r" as missing: a run drew it)."""
+    check = (
+        "import django; django.setup()\n"
+        "from django_safelive._tools.demo.views import ItemForm\n"
+        "for name in ['\\r', ' ', ' a ']:\n"
+        "    form = ItemForm({'name': name, 'price': 0})\n"
+        "    assert form.is_valid(), (name, form.errors)\n"
+        "    assert form.cleaned_data['name'] == name\n"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "django_safelive._tools.demo.settings",
+        "SAFELIVE_DEMO_DATABASE": "sqlite:///:memory:",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", check], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

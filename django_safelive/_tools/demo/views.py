@@ -15,6 +15,10 @@ TOKEN = "demo-token"
 
 
 class ItemForm(forms.ModelForm):  # type: ignore[type-arg]
+    # As the schema says: any name of 1 to 100 characters, whitespace too (a
+    # form strips it by default, and refused "\r" as a missing name).
+    name = forms.CharField(max_length=100, strip=False)
+
     class Meta:
         model = Item
         fields = ["name", "price"]
