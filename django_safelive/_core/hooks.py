@@ -20,7 +20,6 @@ one of them).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
@@ -139,7 +138,7 @@ class _Registry:
         if account is not None:
             account.close(id(wrapper), confirmed=confirmed, exiting=exiting)
         elif exiting is not None:
-            os.close(exiting)
+            sessions.forget([exiting])
 
     def _collected(self, key: int) -> None:
         with self._lock:
@@ -288,7 +287,7 @@ def _wrap_close(original: Callable[[Any], None]) -> Callable[[Any], None]:
             original(self)
         except BaseException:
             if exiting is not None:
-                os.close(exiting)  # the driver may still hold it open
+                sessions.forget([exiting])  # the driver may still hold it open
             registry.closed(self, confirmed=False)
             raise
         if exiting is not None and registry.defers_exit(self):

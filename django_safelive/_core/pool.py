@@ -109,7 +109,8 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self._inboxes: list[_Inbox] = [queue.SimpleQueue() for _ in range(workers)]
         self._idle = list(reversed(self._inboxes))
         self._backlog: deque[Request] = deque()
-        # The workers that served a request since the last reset.
+        # The workers given a request since the last reset (marked as it is
+        # given, with the lock held).
         self._served: set[_Inbox] = set()
         self._workers = [
             threading.Thread(
@@ -181,6 +182,7 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                 self._backlog.append((request, client_address))
                 return
             inbox = self._idle.pop()
+            self._served.add(inbox)
         inbox.put((request, client_address))
 
     def _work_loop(self, inbox: _Inbox) -> None:
@@ -201,8 +203,6 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                         item.barrier.wait()
                     continue
                 request: Request | None = cast(Request, item)
-                with self._state:
-                    self._served.add(inbox)
                 while request is not None:
                     self._serve(*request)
                     request = self._next(inbox)

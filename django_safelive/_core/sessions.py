@@ -72,9 +72,11 @@ def wait_exits(fds: Collection[int], timeout: float) -> set[int]:
                 break
             for key, _ in selector.select(remaining):
                 fd = cast(int, key.fileobj)
+                selector.unregister(fd)  # before _exited() may close it
                 if _exited(fd):
-                    selector.unregister(fd)
                     left.discard(fd)
+                else:
+                    selector.register(fd, selectors.EVENT_READ)
     return left
 
 
