@@ -12,7 +12,7 @@ import os
 
 from django.db import connection
 
-from django_safelive._core.accounting import SERVER_WORKER
+from django_safelive._core.holders import SERVER_WORKER
 from django_safelive._core.hooks import registry
 from django_safelive._core.psycopg_pools import pool_max_size
 from tests._waiting import wait_for

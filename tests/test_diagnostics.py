@@ -31,12 +31,12 @@ from django_safelive import (
     SessionBudgetExceeded,
     max_sessions,
 )
-from django_safelive._core.accounting import (
+from django_safelive._core.config import resolve
+from django_safelive._core.holders import (
     SERVER_WORKER,
     TEST_THREAD,
     short_test_id,
 )
-from django_safelive._core.config import resolve
 from django_safelive._core.hooks import registry
 from django_safelive._pytest_server import SafeLiveServer
 from django_safelive.plugin import SESSIONS_PROPERTY, _SessionSummary

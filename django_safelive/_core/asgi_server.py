@@ -31,15 +31,15 @@ from django.db import connections
 from django.test.testcases import LiveServerThread
 
 from django_safelive._core import channel_layers, selfcalls, worker_sessions
-from django_safelive._core.accounting import (
+from django_safelive._core.accounting import ServerAccount
+from django_safelive._core.config import Config, resolve
+from django_safelive._core.exceptions import RequestStuck, WorkersDidNotExit
+from django_safelive._core.holders import (
     SERVER_WORKER,
-    ServerAccount,
     bind_thread,
     describe_request,
     set_current_request,
 )
-from django_safelive._core.config import Config, resolve
-from django_safelive._core.exceptions import RequestStuck, WorkersDidNotExit
 
 __all__ = ["BoundedASGIApp", "SafeASGILiveServerThread", "Worker"]
 

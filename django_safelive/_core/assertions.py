@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 from django.db import connections
 
-from django_safelive._core.accounting import SessionWindow
 from django_safelive._core.exceptions import SafeLiveError
+from django_safelive._core.holders import SessionWindow
 from django_safelive._core.hooks import registry
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from django_safelive._core.accounting import Holder
+    from django_safelive._core.holders import Holder
 
 
 # Python 3.11+ prints an exception's notes after its message.

@@ -31,11 +31,11 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_safelive._core import sessions
-from django_safelive._core.accounting import (
+from django_safelive._core.accounting import ServerAccount
+from django_safelive._core.holders import (
     OTHER_THREAD,
     TEST_THREAD,
     Holder,
-    ServerAccount,
     SessionWindow,
     thread_info,
 )

@@ -11,7 +11,7 @@ from django.db import connections
 from django.test.testcases import LiveServerThread
 
 from django_safelive._core import sessions
-from django_safelive._core.accounting import TEST_THREAD, ServerAccount
+from django_safelive._core.accounting import ServerAccount
 from django_safelive._core.asgi_server import SafeASGILiveServerThread
 from django_safelive._core.exceptions import (
     RequestStuck,
@@ -19,6 +19,7 @@ from django_safelive._core.exceptions import (
     SessionsLeftBehind,
     WorkersDidNotExit,
 )
+from django_safelive._core.holders import TEST_THREAD
 from django_safelive._core.hooks import registry
 from django_safelive._core.psycopg_pools import close_pools
 from django_safelive._core.server import SafeLiveServerThread

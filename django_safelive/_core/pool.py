@@ -17,14 +17,14 @@ from django.core.servers.basehttp import WSGIServer
 from django.db import connections
 
 from django_safelive._core import keepalive, selfcalls, worker_sessions
-from django_safelive._core.accounting import (
+from django_safelive._core.accounting import ServerAccount
+from django_safelive._core.exceptions import RequestStuck, WorkersDidNotExit
+from django_safelive._core.holders import (
     SERVER_WORKER,
-    ServerAccount,
     bind_thread,
     describe_request,
     set_current_request,
 )
-from django_safelive._core.exceptions import RequestStuck, WorkersDidNotExit
 from django_safelive._core.keepalive import Address, Request
 
 if TYPE_CHECKING:

@@ -24,8 +24,8 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from django_safelive._core.accounting import current_request
 from django_safelive._core.exceptions import SelfCallInSingleMode
+from django_safelive._core.holders import current_request
 
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django_safelive._core.accounting import split_tag
+from django_safelive._core.holders import split_tag
 
 # The first half of the two-int advisory lock key: "SAFE" in ASCII, as an int4.
 KEY = 0x53414645

@@ -12,11 +12,12 @@ from django.test import LiveServerTestCase as DjangoLiveServerTestCase
 from django.test.testcases import LiveServerThread
 
 from django_safelive._core import lifecycle, psycopg_pools, server_budget, summary
-from django_safelive._core.accounting import ServerAccount, SessionWindow
+from django_safelive._core.accounting import ServerAccount
 from django_safelive._core.assertions import max_sessions
 from django_safelive._core.checks import check_databases
 from django_safelive._core.compat import enter_class_context
 from django_safelive._core.config import Config, resolve
+from django_safelive._core.holders import SessionWindow
 from django_safelive._core.hooks import registry
 from django_safelive._core.server import SafeLiveServerThread
 

@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 
 from django_safelive import SafeLiveServerThread
 from django_safelive._core import lifecycle as _lifecycle
-from django_safelive._core.accounting import SERVER_WORKER, ServerAccount
+from django_safelive._core.accounting import ServerAccount
 from django_safelive._core.config import Config
+from django_safelive._core.holders import SERVER_WORKER
 from django_safelive._core.hooks import registry
 from tests._sampler import Sampler, connect, count_sessions
 from tests.benchmarks._probe import Probe
