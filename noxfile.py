@@ -77,6 +77,9 @@ TEST_DEPS = [
     # Channels' own ChannelsLiveServerTestCase (channels.testing imports it),
     # which tests/test_channels_swap.py runs beside ours.
     "daphne>=4",
+    # The API of the benchmark's --newuser suite (tests/benchmarks/ninjaapp),
+    # which tests/test_benchmarks.py runs once.
+    "django-ninja>=1.3",
 ]
 # Seconds one test may take, set-up and teardown included, before pytest-timeout
 # ends its xdist worker: the slowest (the benchmark's smoke runs) take 1-2 min.

@@ -269,3 +269,30 @@ def test_asgi_ours_within_workers_without_errors(asgi_report: dict[str, Any]) ->
         assert max(run["one_peak"], run["http_peak"]) <= workers, name
         assert run["ws_peak"] <= 1, name
         assert run["both_peak"] <= workers + 1, name
+
+
+@pytest.fixture(scope="session")
+def newuser_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The JSON of one quick ``--newuser`` run (it fails if the suite does)."""
+    output, result = run_benchmark(tmp_path_factory, "nu", "--newuser", "--quick")
+    assert "as written" in output, output
+    return result
+
+
+def test_newuser_suite_passes_with_each_import(newuser_report: dict[str, Any]) -> None:
+    """The django-ninja suite runs as written and with each swapped import,
+    both of its tests, under Django's default CONN_MAX_AGE."""
+    assert newuser_report["machine"]["conn_max_age"] == 0
+    assert list(newuser_report["results"]) == ["EveryOperationTests", "APITests"]
+    for test, by_variant in newuser_report["results"].items():
+        assert list(by_variant) == ["hypothesis", "safelive", "rollback"], test
+        for name, done in by_variant.items():
+            assert done["runs"][0]["samples"] > 0, (test, name)
+
+
+def test_newuser_suite_rollback_on_one_session(newuser_report: dict[str, Any]) -> None:
+    """The rollback class never had a second session; Hypothesis's server,
+    one per request, more than that."""
+    for test, by_variant in newuser_report["results"].items():
+        assert by_variant["rollback"]["runs"][0]["peak_sessions"] == 1, test
+        assert by_variant["hypothesis"]["runs"][0]["peak_sessions"] >= 2, test

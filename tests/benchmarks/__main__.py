@@ -33,6 +33,11 @@ if "--asgi" in sys.argv[1:]:
 ROLLBACK = "--rollback" in sys.argv[1:]
 if ROLLBACK:
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.benchmarks.settings"
+# --newuser: the django-ninja suite of tests/benchmarks/_newuser.py, on settings
+# that add its API (and the flush app's tables) under CONN_MAX_AGE = 0.
+NEWUSER = "--newuser" in sys.argv[1:]
+if NEWUSER:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.benchmarks.settings_newuser"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 # A database of its own unless the caller picked one, so that a benchmark never
 # drops the test suite's.
@@ -128,6 +133,12 @@ def arguments() -> argparse.Namespace:
         action="store_true",
         help="run the rollback server's Schemathesis suite instead "
         "(python -m tests.benchmarks --rollback --help)",
+    )
+    parser.add_argument(
+        "--newuser",
+        action="store_true",
+        help="run a django-ninja suite as written and with its import swapped "
+        "instead (python -m tests.benchmarks --newuser --help)",
     )
     parser.add_argument(
         "--asgi",
@@ -240,5 +251,9 @@ if ROLLBACK:
     from tests.benchmarks._rollback import main as rollback
 
     rollback([arg for arg in sys.argv[1:] if arg != "--rollback"])
+elif NEWUSER:
+    from tests.benchmarks._newuser import main as newuser
+
+    newuser([arg for arg in sys.argv[1:] if arg != "--newuser"])
 else:
     main()
