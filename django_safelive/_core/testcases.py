@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.contrib.staticfiles.testing import (
@@ -11,7 +11,13 @@ from django.contrib.staticfiles.testing import (
 from django.test import LiveServerTestCase as DjangoLiveServerTestCase
 from django.test.testcases import LiveServerThread
 
-from django_safelive._core import lifecycle, psycopg_pools, server_budget, summary
+from django_safelive._core import (
+    flush,
+    lifecycle,
+    psycopg_pools,
+    server_budget,
+    summary,
+)
 from django_safelive._core.accounting import ServerAccount
 from django_safelive._core.assertions import max_sessions
 from django_safelive._core.checks import check_databases
@@ -141,11 +147,22 @@ class SafeLiveServerMixin(_Base):
             account.end_test()
 
     def _post_teardown(self) -> None:
+        drained = False
         try:
             self.reset_live_server()
+            drained = True
         finally:
+            # Drained, with every session of the server closed, the test thread
+            # sees every row: the flush may leave the empty tables alone. After
+            # a failed reset, Django's flush truncates them all, as it would.
+            narrowed = (
+                flush.only_tables_with_rows(self._safelive_aliases())
+                if drained
+                else nullcontext()
+            )
             try:
-                super()._post_teardown()  # type: ignore[misc]
+                with narrowed:
+                    super()._post_teardown()  # type: ignore[misc]
             finally:
                 self._record_sessions()
 
