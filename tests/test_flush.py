@@ -56,6 +56,14 @@ class WritingCase(LiveServerTestCase):
         assert response.json() == {"opened": True}
 
 
+class SomeAppsCase(WritingCase):
+    """Run by the tests below, not collected itself: Django flushes the
+    available apps' tables only, with CASCADE."""
+
+    __test__ = False
+    available_apps = ["tests.testapp"]
+
+
 class HypothesisCase(safelive_hypothesis.LiveServerTestCase):
     """Run by the tests below, not collected itself."""
 
@@ -109,6 +117,15 @@ def test_a_written_table_and_those_referring_to_it(django_db_blocker: Any) -> No
     (statement,) = run(WritingCase("test_request_writes"), django_db_blocker)
     assert '"testapp_item"' in statement
     assert '"testapp_note"' in statement
+    assert '"testapp_tag"' not in statement
+    assert counts(django_db_blocker) == (0, 0, 0)
+
+
+def test_with_available_apps(django_db_blocker: Any) -> None:
+    """With available_apps Django truncates with CASCADE: narrowed the same way."""
+    (statement,) = run(SomeAppsCase("test_request_writes"), django_db_blocker)
+    assert "CASCADE" in statement
+    assert '"testapp_item"' in statement
     assert '"testapp_tag"' not in statement
     assert counts(django_db_blocker) == (0, 0, 0)
 
