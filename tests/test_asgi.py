@@ -28,7 +28,8 @@ from django_safelive import (
     SelfCallInSingleMode,
     SessionBudgetExceeded,
 )
-from django_safelive._core.asgi_server import SafeASGILiveServerThread, Worker
+from django_safelive._core.asgi_server import SafeASGILiveServerThread
+from django_safelive._core.asgi_workers import Worker
 from django_safelive._core.config import resolve
 from django_safelive.channels import ChannelsLiveServerTestCase
 from django_safelive.hypothesis import ASGILiveServerTestCase as HypothesisASGITestCase
