@@ -344,9 +344,7 @@ def _safe_live_server_helper(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         for server in servers:
             server.reset(_databases(request))
-        # Drained, with every session of the servers closed, the test thread
-        # sees every row: the flush may leave the empty tables alone. After a
-        # failed reset, pytest-django's flush truncates them all, as it would.
+        # Drained: the flush may leave the empty tables alone (see flush.py).
         from django_safelive._core import flush
 
         narrowed_flush.enter_context(flush.only_tables_with_rows(_databases(request)))
