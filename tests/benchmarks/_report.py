@@ -162,6 +162,32 @@ class Table:
         return "\n".join(lines)
 
 
+def grid(headers: list[str], rows: list[list[str]], *, markdown: bool) -> str:
+    """`rows` under `headers`: a Markdown table, or left-aligned columns."""
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [headers, *rows]
+    )
+
+
+def suite_conditions(about: dict[str, Any], loads: list[float]) -> str:
+    """The machine and versions a suite benchmark (--rollback, --newuser) ran
+    on, its load and how long it took."""
+    return (
+        f"{about['cpu_count']} CPUs ({about['cpu']}), Python {about['python']}, "
+        f"Django {about['django']}, {about['driver']}, PostgreSQL "
+        f"{about['postgresql']}, Hypothesis {about['hypothesis']}, Schemathesis "
+        f"{about['schemathesis']}; load average (1 min) {min(loads):.2f} to "
+        f"{max(loads):.2f}; {about['elapsed_s']} s; django-safelive "
+        f"{about['django_safelive']}"
+    )
+
+
 def _ratio(value: float | None, reference: float | None) -> float | None:
     if value is None or not reference:
         return None

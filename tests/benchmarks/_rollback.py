@@ -239,15 +239,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]], markdown: bool) -> str:
                     f"{median['max_sample_interval_ms']:.0f}",
                 ]
             )
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        for row in [header, *rows]
-    )
+    return _report.grid(header, rows, markdown=markdown)
 
 
 def targets(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -361,12 +353,7 @@ def main(argv: list[str]) -> None:
     print(
         f"{args.examples} examples per suite, median of {args.repeat} runs; "
         f"{TABLES} extra tables; CONN_MAX_AGE {about['conn_max_age']}; "
-        f"{about['cpu_count']} CPUs ({about['cpu']}), Python {about['python']}, "
-        f"Django {about['django']}, {about['driver']}, PostgreSQL "
-        f"{about['postgresql']}, Hypothesis {about['hypothesis']}, Schemathesis "
-        f"{about['schemathesis']}; load average (1 min) {min(loads):.2f} to "
-        f"{max(loads):.2f}; {about['elapsed_s']} s; django-safelive "
-        f"{about['django_safelive']}\n"
+        f"{_report.suite_conditions(about, loads)}\n"
     )
     print(table(results, markdown=False))
     print("\nTargets")
