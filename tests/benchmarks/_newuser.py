@@ -12,11 +12,9 @@ throughout. Not a test: nothing here asserts.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import sys
 import time
 import types
 import unittest
@@ -25,8 +23,7 @@ from typing import Any
 
 from django.db import connections
 
-from tests.benchmarks import _report
-from tests.benchmarks._rollback import test_database
+from tests.benchmarks import _report, _suites
 from tests.benchmarks._run import wait_empty
 from tests.benchmarks._sessions import sampled
 from tests.benchmarks.flushapp.models import TABLES
@@ -131,58 +128,29 @@ def table(
     return _report.grid(header, rows, markdown=markdown)
 
 
-def arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.benchmarks --newuser",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: 2 examples, 1 run"
-    )
-    parser.add_argument(
-        "--examples", type=int, help="per operation, the suite's EXAMPLES (default 25)"
-    )
-    parser.add_argument("--repeat", type=int, help="runs per variant (default 3)")
-    parser.add_argument("--json", metavar="FILE", help="write medians and runs")
-    parser.add_argument("--markdown", metavar="FILE", help="write the table")
-    args = parser.parse_args(argv)
-    if args.examples is None:
-        args.examples = 2 if args.quick else 25
-    if args.repeat is None:
-        args.repeat = 1 if args.quick else 3
-    return args
-
-
 def main(argv: list[str]) -> None:
-    args = arguments(argv)
+    args = _suites.arguments(
+        "python -m tests.benchmarks --newuser",
+        __doc__,
+        argv,
+        examples_help="per operation, the suite's EXAMPLES",
+        examples=(25, 2),
+    )
     about = _report.machine()
     about["conn_max_age"] = connections["default"].settings_dict["CONN_MAX_AGE"]
     about["extra_tables"] = TABLES
     began = time.monotonic()
     modules = {name: load(name, line, args.examples) for name, line, _ in VARIANTS}
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-        cls_name: {name: [] for name, _, _ in VARIANTS} for cls_name, _, _ in TESTS
-    }
-    loads = [os.getloadavg()[0]]
-    with test_database() as datname:
+    tests = {test[0]: test for test in TESTS}
+    with _suites.test_database() as datname:
         # Untimed: imports, Hypothesis's and Schemathesis's first strategies.
         run_once(load("warm_up", VARIANTS[-1][1], 2), TESTS[0], datname)
-        # Round-robin, so that other work on the machine slows every variant
-        # alike rather than whichever ran while it did.
-        for number in range(args.repeat):
-            for test in TESTS:
-                for name, _, _ in VARIANTS:
-                    print(
-                        f"run {number + 1}/{args.repeat}: {test[0]} {name}",
-                        end="",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    done = run_once(modules[name], test, datname)
-                    runs[test[0]][name].append(done)
-                    loads.append(done["load_average"])
-                    print(f" ({done['wall_s']:.1f} s)", file=sys.stderr)
+        runs, loads = _suites.round_robin(
+            args.repeat,
+            list(tests),
+            list(modules),
+            lambda test, name: run_once(modules[name], tests[test], datname),
+        )
     results = {
         cls_name: {
             name: {

@@ -13,15 +13,11 @@ asserts.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import sys
 import time
 import unittest
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +25,11 @@ import schemathesis
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connections
-from django.test.utils import override_settings, setup_databases, teardown_databases
 from hypothesis import HealthCheck, given, settings
 from hypothesis.extra import django as hypothesis_django
 
 from django_safelive import hypothesis as safelive_hypothesis
-from tests.benchmarks import _report
+from tests.benchmarks import _report, _suites
 from tests.benchmarks._run import wait_empty
 from tests.benchmarks._sessions import sampled
 from tests.benchmarks.flushapp.models import TABLES
@@ -274,72 +269,28 @@ def targets(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any
     ]
 
 
-@contextmanager
-def test_database() -> Iterator[str]:
-    """The test database (with the flush app's tables), as a test run has it."""
-    old_config = setup_databases(verbosity=0, interactive=False)
-    datname = connections["default"].settings_dict["NAME"]
-    connections.close_all()
-    # The in-process transport's host; the live servers add their own.
-    allowed = override_settings(ALLOWED_HOSTS=["localhost", "testserver"])
-    allowed.enable()
-    try:
-        yield datname
-    finally:
-        allowed.disable()
-        connections.close_all()
-        teardown_databases(old_config, verbosity=0)
-
-
-def arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.benchmarks --rollback",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: 5 examples, 1 run"
-    )
-    parser.add_argument("--examples", type=int, help="per suite (default 100)")
-    parser.add_argument("--repeat", type=int, help="runs per variant (default 3)")
-    parser.add_argument("--json", metavar="FILE", help="write medians and runs")
-    parser.add_argument("--markdown", metavar="FILE", help="write the table")
-    args = parser.parse_args(argv)
-    if args.examples is None:
-        args.examples = 5 if args.quick else 100
-    if args.repeat is None:
-        args.repeat = 1 if args.quick else 3
-    return args
-
-
 def main(argv: list[str]) -> None:
-    args = arguments(argv)
+    args = _suites.arguments(
+        "python -m tests.benchmarks --rollback",
+        __doc__,
+        argv,
+        examples_help="per suite",
+        examples=(100, 5),
+    )
     about = _report.machine()
     about["conn_max_age"] = connections["default"].settings_dict["CONN_MAX_AGE"]
     about["extra_tables"] = TABLES
     began = time.monotonic()
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-        shape: {variant.name: [] for variant in VARIANTS} for shape in SHAPES
-    }
-    loads = [os.getloadavg()[0]]
-    with test_database() as datname:
+    with _suites.test_database() as datname:
         # Untimed: imports, Hypothesis's and Schemathesis's first strategies.
         run_once(VARIANTS[-1], "nested", min(args.examples, 10), datname)
-        # Round-robin, so that other work on the machine slows every variant
-        # alike rather than whichever ran while it did.
-        for number in range(args.repeat):
-            for shape in SHAPES:
-                for variant in VARIANTS:
-                    print(
-                        f"run {number + 1}/{args.repeat}: {shape} {variant.name}",
-                        end="",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    done = run_once(variant, shape, args.examples, datname)
-                    runs[shape][variant.name].append(done)
-                    loads.append(done["load_average"])
-                    print(f" ({done['wall_s']:.1f} s)", file=sys.stderr)
+        by_name = {variant.name: variant for variant in VARIANTS}
+        runs, loads = _suites.round_robin(
+            args.repeat,
+            list(SHAPES),
+            list(by_name),
+            lambda shape, name: run_once(by_name[name], shape, args.examples, datname),
+        )
     results = {
         shape: {
             name: {"median": _medians(done), "runs": done}
