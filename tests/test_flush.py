@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import threading
 import unittest
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -18,6 +16,7 @@ from hypothesis import strategies as st
 from django_safelive import LiveServerTestCase
 from django_safelive import hypothesis as safelive_hypothesis
 from django_safelive._core.flush import only_tables_with_rows, tables_to_truncate
+from tests._truncations import truncations
 from tests.test_root_causes import run as run_scenario
 from tests.testapp import views
 from tests.testapp.models import Item, Note, Tag
@@ -77,20 +76,6 @@ class HypothesisCase(safelive_hypothesis.LiveServerTestCase):
         HypothesisCase.seen.append(Item.objects.count())
         for _ in range(number):
             _post_item(self.live_server_url)
-
-
-@contextmanager
-def truncations() -> Iterator[list[str]]:
-    """The TRUNCATE statements the test thread's connection runs."""
-    found: list[str] = []
-
-    def record(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
-        if sql.lstrip().upper().startswith("TRUNCATE"):
-            found.append(sql)
-        return execute(sql, *args)
-
-    with connection.execute_wrapper(record):
-        yield found
 
 
 def run(

@@ -7,31 +7,24 @@ Run by tests/test_flush.py in a pytest run of its own, in file order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-from django.db import connection
 
+from tests._truncations import truncations
 from tests.scenarios._impl import report
 from tests.testapp.models import Item
 from tests.testapp.views import TOKEN
 
-TRUNCATED: list[str] = []
-
 
 @pytest.fixture(scope="module", autouse=True)
-def record_truncations() -> Iterator[None]:
-    """Keep the TRUNCATE statements the test thread's connection runs."""
-
-    def record(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
-        if sql.lstrip().upper().startswith("TRUNCATE"):
-            TRUNCATED.append(sql)
-        return execute(sql, *args)
-
-    with connection.execute_wrapper(record):
-        yield
+def truncated() -> Iterator[list[str]]:
+    """The TRUNCATE statements the test thread's connection runs, from the
+    first test on."""
+    with truncations() as found:
+        yield found
 
 
 def test_writes_an_item(safe_live_server: Any) -> None:
@@ -45,10 +38,10 @@ def test_writes_an_item(safe_live_server: Any) -> None:
     assert response.status_code == 201
 
 
-def test_the_flush_after_it(django_db_blocker: Any) -> None:
+def test_the_flush_after_it(django_db_blocker: Any, truncated: list[str]) -> None:
     """Its flush truncated items and notes (which refer to items), not tags,
     and left no item."""
-    (statement,) = TRUNCATED
+    (statement,) = truncated
     with django_db_blocker.unblock():
         items = Item.objects.count()
     report(
