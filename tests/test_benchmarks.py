@@ -100,7 +100,8 @@ def run_benchmark(
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The JSON of one quick benchmark run."""
     output, result = run_benchmark(tmp_path_factory, "bench", "--quick")
-    for heading in ("fresh connection", "Requests/s", "Targets", "targets met"):
+    headings = ("fresh connection", "Requests/s", "Targets", "targets met", "floor")
+    for heading in headings:
         assert heading in output, output
     return result
 
@@ -166,6 +167,26 @@ def test_targets_reported_for_safelive_variants(report: dict[str, Any]) -> None:
     assert all(isinstance(target["met"], bool) for target in targets), targets
 
 
+def test_schemathesis_floor(report: dict[str, Any]) -> None:
+    """The Schemathesis floor counts every HTTP request the run sent and puts
+    a server that cost nothing between the in-process run and stock@0's."""
+    floor = report["schemathesis_floor"]
+    variants = report["variants"]
+    examples = variants["stock@0"]["median"]["schemathesis_calls"]
+    for name in VARIANTS[:-1]:
+        # At least the call of every example; Schemathesis's checks add more.
+        assert variants[name]["median"]["schemathesis_requests"] >= examples, name
+    assert variants["from_wsgi"]["median"]["schemathesis_requests"] is None
+    assert floor["examples"] == examples
+    assert floor["http_ms"] > floor["wsgi_ms"] > 0
+    assert floor["connect_ms"] > 0
+    in_process = variants["from_wsgi"]["median"]["schemathesis_s"]
+    assert in_process < floor["least_s"]
+    assert floor["least_ratio"] == pytest.approx(
+        floor["least_s"] / variants["stock@0"]["median"]["schemathesis_s"]
+    )
+
+
 def test_safelive_sessions_stay_within_workers(report: dict[str, Any]) -> None:
     """django-safelive never has more than its workers plus the test thread's."""
     for name, workers in SAFELIVE.items():
@@ -197,6 +218,7 @@ def rollback_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         tmp_path_factory, "rb", "--rollback", "--quick", "--examples", "3"
     )
     assert "Targets" in output, output
+    assert "HTTP floor" in output, output
     return result
 
 
@@ -214,7 +236,26 @@ def test_rollback_suite_on_every_base_class(rollback_report: dict[str, Any]) -> 
         for name, done in rollback_report["results"][shape].items():
             assert done["median"]["calls"] >= 3, (shape, name)
             assert done["median"]["failures"] == 0, (shape, name)
+            sent = done["median"]["http_requests"]
+            if name == "wsgi":
+                assert sent == 0, shape
+            else:
+                assert sent >= done["median"]["calls"], (shape, name)
     assert len(rollback_report["targets"]) == 3
+
+
+def test_rollback_http_floor(rollback_report: dict[str, Any]) -> None:
+    """The HTTP floor adds the rollback run's requests at the measured cost
+    per call to the in-process run."""
+    floor = rollback_report["http_floor"]
+    method = rollback_report["results"]["method"]
+    assert floor["requests"] == method["rollback"]["median"]["http_requests"]
+    assert floor["http_ms"] > floor["wsgi_ms"] > 0
+    in_process = method["wsgi"]["median"]["wall_s"]
+    assert floor["least_wall_s"] == pytest.approx(
+        in_process + floor["requests"] * floor["gap_ms"] / 1000
+    )
+    assert floor["least_ratio"] > 1
 
 
 def test_rollback_suite_on_one_session(rollback_report: dict[str, Any]) -> None:

@@ -54,8 +54,9 @@ from django.test.utils import (  # noqa: E402
     teardown_databases,
 )
 
-from tests.benchmarks import _report  # noqa: E402
+from tests.benchmarks import _floor, _report  # noqa: E402
 from tests.benchmarks._run import (  # noqa: E402
+    AUTH,
     BY_NAME,
     DEFAULT_VARIANTS,
     Sizes,
@@ -181,6 +182,7 @@ def main() -> None:
     datname = connections["default"].settings_dict["NAME"]
     connections.close_all()
     results: dict[str, dict[str, Any]] = {}
+    floor: dict[str, float] | None = None
     # As LiveServerTestCase does, let the live server's host in; and the test
     # client's.
     allowed = override_settings(ALLOWED_HOSTS=["localhost", "testserver"])
@@ -213,6 +215,11 @@ def main() -> None:
             name: {"median": _report.medians(done), "runs": done}
             for name, done in runs.items()
         }
+        floor = _report.schemathesis_floor(
+            results,
+            _floor.per_call_ms(30 if args.quick else 300, AUTH),
+            _floor.connect_ms("default", 5 if args.quick else 50),
+        )
         about["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
         about["elapsed_s"] = round(time.monotonic() - began)
         about["django_safelive_after"] = _report.library_state()
@@ -239,10 +246,12 @@ def main() -> None:
     print("\n\n".join(table.text() for table in tables))
     print()
     print(_report.targets(variants, results, sizes))
+    if floor is not None:
+        print(f"\n{_report.floor_text(floor)}")
     if args.markdown:
         _report.write_markdown(args.markdown, tables, variants, results, sizes)
     if args.json:
-        _report.write_json(args.json, about, sizes, variants, results)
+        _report.write_json(args.json, about, sizes, variants, results, floor)
     if args.plot:
         _report.plot(args.plot, about, sizes, variants, results)
 

@@ -548,6 +548,44 @@ def targets(
     return f"{targets_table(found).text()}\n{met} of {checked} targets met"
 
 
+def schemathesis_floor(
+    results: dict[str, dict[str, Any]], per_call: dict[str, float], connect_ms: float
+) -> dict[str, float] | None:
+    """The least a live server that ends its sessions between examples (as
+    ours do) could take for the Schemathesis run: the in-process run, plus
+    what HTTP's client alone adds to each request it sent (see ``_floor``),
+    plus a new session per example; None without from_wsgi and stock@0."""
+    if "from_wsgi" not in results or BASELINE not in results:
+        return None
+    in_process = results["from_wsgi"]["median"]["schemathesis_s"]
+    sent = max(
+        (done["median"]["schemathesis_requests"] or 0) for done in results.values()
+    )
+    examples = results[BASELINE]["median"]["schemathesis_calls"]
+    least = in_process + (sent * per_call["gap_ms"] + examples * connect_ms) / 1000
+    return {
+        **per_call,
+        "connect_ms": connect_ms,
+        "requests": sent,
+        "examples": examples,
+        "least_s": least,
+        "least_ratio": least / results[BASELINE]["median"]["schemathesis_s"],
+    }
+
+
+def floor_text(floor: dict[str, float]) -> str:
+    """`schemathesis_floor`'s figures, said."""
+    return (
+        f"Schemathesis floor: a call through Schemathesis's HTTP transport to a "
+        f"server that answers at once took {floor['http_ms']:.2f} ms, through its "
+        f"in-process transport {floor['wsgi_ms']:.2f} ms; opening a session "
+        f"{floor['connect_ms']:.2f} ms. With {floor['requests']} requests and a "
+        f"new session in each of the {floor['examples']} examples, a live server "
+        f"that cost nothing else would take {floor['least_s']:.2f} s: "
+        f"{floor['least_ratio']:.2f}x {BASELINE} at best."
+    )
+
+
 def write_markdown(
     path: str,
     tables_: list[Table],
@@ -567,8 +605,10 @@ def write_json(
     sizes: Sizes,
     variants: list[Variant],
     results: dict[str, dict[str, Any]],
+    floor: dict[str, float] | None = None,
 ) -> None:
-    """Every median, every run, the sizes and the machine, as JSON."""
+    """Every median, every run, the sizes, the machine and the Schemathesis
+    floor, as JSON."""
     document = {
         "machine": about,
         "sizes": {
@@ -584,6 +624,7 @@ def write_json(
         "targets": [
             target.__dict__ for target in check_targets(variants, results, sizes)
         ],
+        "schemathesis_floor": floor,
         "variants": {
             variant.name: {
                 "label": variant.label,

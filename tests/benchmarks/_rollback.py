@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.extra import django as hypothesis_django
 
 from django_safelive import hypothesis as safelive_hypothesis
-from tests.benchmarks import _report, _suites
+from tests.benchmarks import _floor, _report, _suites
 from tests.benchmarks._run import wait_empty
 from tests.benchmarks._sessions import sampled
 from tests.benchmarks.flushapp.models import TABLES
@@ -164,7 +164,7 @@ def run_once(
     # From no session: the previous run's may linger a moment after closing.
     connections.close_all()
     wait_empty(datname)
-    with sampled(datname) as sampler:
+    with sampled(datname) as sampler, _floor.counting_requests() as sent:
         began = time.perf_counter()
         unittest.TestSuite([case]).run(result)
         wall = time.perf_counter() - began
@@ -174,6 +174,7 @@ def run_once(
     return {
         "wall_s": wall,
         "calls": counts.calls,
+        "http_requests": sent[0],
         "failures": counts.failures,
         "peak_sessions": sampler["peak"],
         "samples": sampler["samples"],
@@ -187,6 +188,7 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "wall_s": statistics.median(run["wall_s"] for run in runs),
         "calls": max(run["calls"] for run in runs),
+        "http_requests": max(run["http_requests"] for run in runs),
         "failures": max(run["failures"] for run in runs),
         "peak_sessions": max(run["peak_sessions"] for run in runs),
         "sample_interval_ms": max(run["sample_interval_ms"] for run in runs),
@@ -269,6 +271,24 @@ def targets(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any
     ]
 
 
+def http_floor(
+    results: dict[str, dict[str, dict[str, Any]]], per_call: dict[str, float]
+) -> dict[str, float]:
+    """The least any live server adds to the in-process run of the suite with
+    ``@given`` on the method: what its client alone costs over real HTTP (see
+    ``_floor``), for the requests the rollback server's run sent."""
+    method = results["method"]
+    in_process = method[IN_PROCESS]["median"]["wall_s"]
+    sent = method[ROLLBACK]["median"]["http_requests"]
+    least = in_process + sent * per_call["gap_ms"] / 1000
+    return {
+        **per_call,
+        "requests": sent,
+        "least_wall_s": least,
+        "least_ratio": least / in_process,
+    }
+
+
 def main(argv: list[str]) -> None:
     args = _suites.arguments(
         "python -m tests.benchmarks --rollback",
@@ -291,6 +311,7 @@ def main(argv: list[str]) -> None:
             list(by_name),
             lambda shape, name: run_once(by_name[name], shape, args.examples, datname),
         )
+        per_call = _floor.per_call_ms(30 if args.quick else 300, AUTH)
     results = {
         shape: {
             name: {"median": _medians(done), "runs": done}
@@ -301,12 +322,23 @@ def main(argv: list[str]) -> None:
     about["load_average_range"] = [min(loads), max(loads)]
     about["elapsed_s"] = round(time.monotonic() - began)
     found = targets(results)
+    floor = http_floor(results, per_call)
     print(
         f"{args.examples} examples per suite, median of {args.repeat} runs; "
         f"{TABLES} extra tables; CONN_MAX_AGE {about['conn_max_age']}; "
         f"{_report.suite_conditions(about, loads)}\n"
     )
     print(table(results, markdown=False))
+    print(
+        f"\nHTTP floor: one call through Schemathesis's HTTP transport to a "
+        f"server that answers at once took {floor['http_ms']:.2f} ms, through "
+        f"its in-process transport to an app that answers at once "
+        f"{floor['wsgi_ms']:.2f} ms. Over real HTTP, the {floor['requests']} "
+        f"requests of the suite with @given on the method cost at least "
+        f"{floor['requests'] * floor['gap_ms'] / 1000:.2f} s more than in-process "
+        f"whatever the server: {floor['least_ratio']:.2f}x the in-process run "
+        f"at best."
+    )
     print("\nTargets")
     for target in found:
         verdict = "met" if target["met"] else "NOT met"
@@ -323,6 +355,7 @@ def main(argv: list[str]) -> None:
                     "repeat": args.repeat,
                     "variants": {v.name: v.label for v in VARIANTS},
                     "results": results,
+                    "http_floor": floor,
                     "targets": found,
                 },
                 out,

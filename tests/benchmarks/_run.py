@@ -27,6 +27,7 @@ from django_safelive._core.config import Config
 from django_safelive._core.holders import SERVER_WORKER
 from django_safelive._core.hooks import registry
 from tests._sampler import Sampler, connect, count_sessions
+from tests.benchmarks import _floor
 from tests.benchmarks._probe import Probe
 from tests.testapp.models import Item
 from tests.testapp.views import OPENAPI, TOKEN
@@ -517,6 +518,7 @@ def _measure(variant: Variant, sizes: Sizes, datname: str) -> dict[str, Any]:
         for endpoint in ENDPOINTS:
             phase(None, 1, endpoint, lambda _, kind: wsgi_load(sizes.requests, kind))
         schema = schemathesis.openapi.from_wsgi("/openapi.json", WSGIHandler())
+        requests_sent = None
         with Sampler(datname) as sampler:
             wall, calls, failures = schemathesis_run(
                 schema,
@@ -550,10 +552,11 @@ def _measure(variant: Variant, sizes: Sizes, datname: str) -> dict[str, Any]:
                         # What django_safelive.schemathesis runs between examples.
                         _lifecycle.reset(thread, ["default"], thread.account)
 
-            with Sampler(datname) as sampler:
+            with Sampler(datname) as sampler, _floor.counting_requests() as sent:
                 wall, calls, failures = schemathesis_run(
                     schemathesis.openapi.from_dict(OPENAPI), sizes.examples, call
                 )
+            requests_sent = sent[0]
             settle(thread, datname)
             if isinstance(thread, SafeLiveServerThread):
                 result.update(reset_costs(thread, base_url, datname, sizes.resets))
@@ -562,6 +565,7 @@ def _measure(variant: Variant, sizes: Sizes, datname: str) -> dict[str, Any]:
     result.update(
         schemathesis_s=wall,
         schemathesis_calls=calls,
+        schemathesis_requests=requests_sent,
         schemathesis_failures=failures,
         schemathesis_peak_sessions=sampler.peak,
         **drained,
