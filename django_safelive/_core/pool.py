@@ -71,8 +71,7 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     wait in a queue.
     """
 
-    # Clients beyond the pool wait, they are not refused: before the listener
-    # accepts them they wait in the kernel's backlog, which at Django's 10
+    # Clients beyond the pool wait in the kernel's backlog; at Django's 10 it
     # overflows under a burst of connections and resets some of them.
     request_queue_size = socket.SOMAXCONN
     # What the self-call check watches while the server listens; none until
@@ -94,8 +93,8 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self.connections_override = connections_override or {}
         own = selfcalls.OwnAddress(self.server_address)
         self._single = selfcalls.SingleWorker(own) if workers == 1 else None
-        # An in-memory SQLite connection is shared by the test thread and every
-        # worker, as in Django: requests on it are served one at a time.
+        # A shared connection (in-memory SQLite, as in Django; the rollback
+        # server's) serves one request at a time.
         self._shared = (
             selfcalls.SharedConnection(own) if self.connections_override else None
         )
@@ -138,12 +137,10 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         selfcalls.unwatch(*self._watches)
 
     def process_request(self, request: Any, client_address: Address) -> None:
-        # Most clients send their request right after connecting: when it
-        # comes within a few milliseconds, it goes straight to the workers,
-        # saving a hand-off to the idle watcher and back (the client is often a
-        # thread of this process, which needs the GIL the accepting thread
-        # holds to send it). A socket with nothing to read by then (a browser's
-        # speculative connection, say) waits in the watcher.
+        # A request sent right after connecting (most are) goes straight to a
+        # worker, saving a hand-off to the idle watcher and back; a socket with
+        # nothing to read within a few milliseconds (a browser's speculative
+        # connection, say) waits in the watcher.
         first = keepalive.peek(request, wait=FIRST_REQUEST_WAIT)
         if first is None:
             self._watcher.watch(request, client_address)
