@@ -279,14 +279,10 @@ def http_floor(
     ``_floor``), for the requests the rollback server's run sent."""
     method = results["method"]
     in_process = method[IN_PROCESS]["median"]["wall_s"]
-    sent = method[ROLLBACK]["median"]["http_requests"]
-    least = in_process + sent * per_call["gap_ms"] / 1000
-    return {
-        **per_call,
-        "requests": sent,
-        "least_wall_s": least,
-        "least_ratio": least / in_process,
-    }
+    floor = _floor.least(
+        in_process, method[ROLLBACK]["median"]["http_requests"], per_call
+    )
+    return {**floor, "least_ratio": floor["least_s"] / in_process}
 
 
 def main(argv: list[str]) -> None:
