@@ -218,8 +218,25 @@ def pytest_collection_modifyitems(
                 item.add_marker(pytest.mark.django_db(transaction=True))
         elif not (switched and "live_server" in fixtures):
             continue
-        # Only the tests that use a bounded server get the helper, first.
-        fixtures.insert(0, _HELPER)
+        # Only the tests that use a bounded server get the helper.
+        fixtures.insert(_first_function_scoped(item, fixtures), _HELPER)
+
+
+def _first_function_scoped(item: pytest.Item, fixtures: list[str]) -> int:
+    """Where the helper goes in a test's fixtures: after those of wider scope,
+    which pytest sets up first (a browser driver that skips the test, say, so
+    the test never gets a database), and before the test's own, which may send
+    requests. That is where pytest-django sets up its own live_server helper."""
+    # pytest sorts a test's fixtures by scope, widest first, but says which
+    # fixture has which scope only in this private mapping: without it, the
+    # helper goes first.
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    wider = [
+        index
+        for index, name in enumerate(fixtures)
+        if definitions.get(name) and definitions[name][-1].scope != "function"
+    ]
+    return wider[-1] + 1 if wider else 0
 
 
 def _address(request: pytest.FixtureRequest) -> str:

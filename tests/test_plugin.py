@@ -138,6 +138,18 @@ def test_switch_bounds_pytest_djangos_live_server() -> None:
     assert safe.value("a_class") == 1
 
 
+def test_a_test_skipped_by_a_session_fixture_gets_no_database() -> None:
+    """A test that a session-scoped fixture skips (a browser driver) sets up no
+    transactional database and counts as no server's test, switched or not:
+    the helper comes after the session's fixtures."""
+    safe = run("pytest_skipped", "safelive", args=("--setup-show",))
+    assert safe.returncode == 0, safe.output
+    assert "1 passed, 2 skipped" in safe.output
+    assert safe.output.count("SETUP    F transactional_db") == 1, safe.output
+    assert "1 test(s) used a django-safelive server" in safe.output
+    assert 1 <= safe.peak <= BUDGET, safe.output
+
+
 def test_asgi_live_server_serves_http_and_websockets(
     asgi_live_server: SafeASGILiveServer,
 ) -> None:
