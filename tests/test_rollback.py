@@ -255,6 +255,39 @@ class RollbackTests(SessionsSampled, RollbackLiveServerTestCase):
         requests.post(f"{self.live_server_url}/rollback/on-commit/").close()
         self.assertEqual(views.on_commit_ran, ["with on_commit"])
 
+    def test_on_commit_of_a_request_without_a_query(self) -> None:
+        """A request that registers a callback before any query keeps it, and a
+        failed one's is discarded, though neither opened its savepoint."""
+        views.on_commit_ran.clear()
+        with self.captureOnCommitCallbacks(execute=True) as callbacks:
+            url = f"{self.live_server_url}/rollback/on-commit/?write=0"
+            ok = requests.post(url)
+            failed = requests.post(url + "&fail=1")
+        self.assertEqual((ok.status_code, failed.status_code), (201, 500))
+        self.assertEqual(len(callbacks), 1)
+        self.assertEqual(views.on_commit_ran, ["with on_commit"])
+        self.assertEqual(len(connection.savepoint_ids), 1)
+
+    def test_savepoint_only_for_requests_that_query(self) -> None:
+        """A request that runs no query sends no statement; one that does runs
+        its queries between its SAVEPOINT and its RELEASE."""
+        sent: list[str] = []
+
+        def record(execute: Any, sql: str, *args: Any) -> Any:
+            sent.append(sql.split()[0].upper())
+            return execute(sql, *args)
+
+        with connection.execute_wrapper(record):
+            self.assertEqual(
+                get(f"{self.live_server_url}/openapi.json").status_code, 200
+            )
+            self.assertEqual(sent, [])
+            self.assertEqual(get(f"{self.live_server_url}/items/").status_code, 200)
+        self.assertEqual(sent[0], "SAVEPOINT")
+        self.assertEqual(sent[-1], "RELEASE")
+        self.assertIn("SELECT", sent)
+        self.assertEqual(Item.objects.count(), 1)
+
     def test_thread_with_its_own_session_is_refused(self) -> None:
         """A view's thread opening its own session fails; the reset says why."""
         response = get(f"{self.live_server_url}/spawn/?threads=1")

@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -142,6 +142,12 @@ class SharedTransaction:
         self._owner = threading.get_ident()
         self._failed = False
         self._open: list[_Open] = []
+        # The request's savepoints not opened in the database yet, by alias,
+        # and the thread serving it: each is opened as that thread's first
+        # cursor on the connection is (_cursor_opening_savepoint).
+        self._pending: dict[str, _Open] = {}
+        self._serving = 0
+        self._savepoints = 0
         self._classes: dict[str, type[BaseDatabaseWrapper]] = {}
         self._installed = False
 
@@ -159,6 +165,7 @@ class SharedTransaction:
             wrapper.atomic_blocks = _LockedList(wrapper.atomic_blocks, self)
             for name in ("close", "close_if_unusable_or_obsolete"):
                 vars(wrapper)[name] = self._owner_only(getattr(wrapper, name))
+            vars(wrapper)["_cursor"] = self._cursor_opening_savepoint(wrapper)
             self._classes[wrapper.alias] = type(wrapper)
             vars(wrapper)[_FLAG] = vars(wrapper).pop("needs_rollback", False)
             vars(wrapper)[_SHARED] = self
@@ -177,6 +184,7 @@ class SharedTransaction:
             wrapper.atomic_blocks = list(wrapper.atomic_blocks)
             vars(wrapper).pop("close", None)
             vars(wrapper).pop("close_if_unusable_or_obsolete", None)
+            vars(wrapper).pop("_cursor", None)
             if _FLAG in vars(wrapper):
                 wrapper.__class__ = self._classes[wrapper.alias]
                 vars(wrapper).pop(_SHARED, None)
@@ -224,6 +232,26 @@ class SharedTransaction:
 
         return guarded
 
+    def _cursor_opening_savepoint(self, wrapper: BaseDatabaseWrapper) -> Any:
+        """`wrapper`'s ``_cursor()`` (which ``cursor()`` and ``chunked_cursor()``
+        call), opening the request's savepoint first in the thread serving it:
+        a request that never touches the database (a static file, a page
+        without queries, a request the view refuses) costs no round trip."""
+        method = wrapper._cursor  # type: ignore[attr-defined]
+
+        def _cursor(*args: Any, **kwargs: Any) -> Any:
+            if self._pending and threading.get_ident() == self._serving:
+                opened = self._pending.pop(wrapper.alias, None)
+                if opened is not None and opened.sid is not None:
+                    # As Django opens one, so execute wrappers see it; its
+                    # cursor comes back here with nothing left pending.
+                    with wrapper.cursor() as cursor:
+                        cursor.execute(wrapper.ops.savepoint_create_sql(opened.sid))
+                    opened.created = True
+            return method(*args, **kwargs)
+
+        return _cursor
+
     def failed(self) -> None:
         """Mark the request being served as failed (a 5xx response)."""
         self._failed = True
@@ -240,31 +268,40 @@ class SharedTransaction:
                 self.end(failed=True)
 
     def begin(self) -> None:
-        """Open the request's savepoint on each shared connection."""
+        """Give the request a savepoint on each shared connection, opened in
+        the database before its first query there."""
         self._failed = False
+        self._serving = threading.get_ident()
         for wrapper in self.wrappers:
-            # One at a time: if a later one fails, end() still sees the others.
-            self._open.append(self._savepoint(wrapper))
+            self._open.append(opened := self._savepoint(wrapper))
+            if opened.sid is not None:
+                self._pending[wrapper.alias] = opened
 
     def _savepoint(self, wrapper: BaseDatabaseWrapper) -> _Open:
         state = _State.of(wrapper)
         # Autocommit, or the test's transaction is already broken: the request
         # runs as it would in the test thread.
-        if not wrapper.in_atomic_block or wrapper.needs_rollback:
+        if (
+            not wrapper.in_atomic_block
+            or wrapper.needs_rollback
+            or not wrapper.features.uses_savepoints
+        ):
             return _Open(wrapper, state, None)
-        sid = wrapper.savepoint()
-        if sid is not None:
-            # On the stack, on_commit() callbacks the request registers are
-            # discarded with its savepoint, as in a nested atomic().
-            wrapper.savepoint_ids.append(sid)
+        self._savepoints += 1
+        sid = f"safelive_r{self._savepoints}"
+        # On the stack, on_commit() callbacks the request registers are
+        # discarded with its savepoint, as in a nested atomic().
+        wrapper.savepoint_ids.append(sid)
         return _Open(wrapper, state, sid)
 
     def end(self, *, failed: bool = False) -> None:
         """Release the request's savepoints, or roll back to them if it failed
         (a 5xx, an exception, atomic() left open, its transaction broken)."""
         opened, self._open = self._open, []
+        self._pending.clear()
         failed = failed or self._failed
-        for wrapper, state, sid in reversed(opened):
+        for each in reversed(opened):
+            wrapper, state, sid = each.wrapper, each.state, each.sid
             if sid is None:
                 continue
             broken = (
@@ -274,12 +311,27 @@ class SharedTransaction:
                 or not state.left_as_found(wrapper, sid)
             )
             state.restore(wrapper)
+            if not each.created:
+                # No query: only on_commit() callbacks to discard, as
+                # savepoint_rollback() does.
+                if broken:
+                    wrapper.run_on_commit = [
+                        callback
+                        for callback in wrapper.run_on_commit
+                        if sid not in callback[0]
+                    ]
+                continue
             if broken:
                 wrapper.savepoint_rollback(sid)
             wrapper.savepoint_commit(sid)
 
 
-class _Open(NamedTuple):
+@dataclasses.dataclass
+class _Open:
+    """A request's savepoint on one connection: `sid` None if it needs none
+    (autocommit, a broken transaction), `created` once it is in the database."""
+
     wrapper: BaseDatabaseWrapper
     state: _State
     sid: str | None
+    created: bool = False
