@@ -7,6 +7,7 @@ import socket
 import struct
 import unittest
 
+import pytest
 import requests
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.test.testcases import LiveServerThread
@@ -288,3 +289,35 @@ class CompatibilityTests(LiveServerTestCase):
         self.assertEqual(self.server_thread.port, self.port)
         self.assertEqual(self.live_server_url, f"http://127.0.0.1:{self.port}")
         self.assertEqual(get(f"{self.live_server_url}/items/").status_code, 200)
+
+
+class _OnOnePort(LiveServerTestCase):
+    """A class on a fixed port whose client stays idle in keep-alive."""
+
+    host = "127.0.0.1"
+    port = 0  # set by the test
+    clients: list[requests.Session] = []
+
+    def test_leaves_a_client_idle(self) -> None:
+        """Read one answer on a keep-alive connection and leave it open."""
+        client = requests.Session()
+        self.clients.append(client)
+        response = client.get(f"{self.live_server_url}/items/", headers=AUTH)
+        self.assertEqual(response.status_code, 200)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fixed_port_free_right_after_the_server_stops() -> None:
+    """A server on a fixed port, stopped with a client idle in keep-alive,
+    leaves the port free: the next class (the same suite run again, with
+    --liveserver HOST:PORT) binds it at once."""
+    _OnOnePort.port = free_port()
+    try:
+        for run in range(2):
+            result = unittest.TestResult()
+            unittest.TestSuite([_OnOnePort("test_leaves_a_client_idle")]).run(result)
+            assert (run, result.errors, result.failures) == (run, [], [])
+            assert result.testsRun == 1
+    finally:
+        for client in _OnOnePort.clients:
+            client.close()

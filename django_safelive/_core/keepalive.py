@@ -10,6 +10,8 @@ import contextlib
 import io
 import selectors
 import socket
+import struct
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -168,7 +170,7 @@ class IdleWatcher:
     def watch(self, request: socket.socket, client_address: Address) -> None:
         with self._lock:
             if self._closing:  # stopping: nothing will read it any more
-                close_socket(request)
+                abandon_socket(request)
                 return
             self._incoming.append((request, client_address))
         self._wake_writer.send(b"\0")
@@ -211,7 +213,7 @@ class IdleWatcher:
             if key.fileobj is not self._wake_reader:
                 leftover.append(cast(socket.socket, key.fileobj))
         for request in leftover:
-            close_socket(request)
+            abandon_socket(request)
         self._selector.close()
         self._wake_reader.close()
         self._wake_writer.close()
@@ -240,3 +242,46 @@ def close_socket(request: socket.socket) -> None:
     with contextlib.suppress(OSError):
         request.shutdown(socket.SHUT_RDWR)
     request.close()
+
+
+def abandon_socket(request: socket.socket) -> None:
+    """Close an idle client's socket as the server stops, leaving nothing bound
+    to the server's port: reset when the client has acknowledged everything
+    sent to it, so that no TIME_WAIT (nor FIN_WAIT_2, for a client that keeps
+    its end open) stops the next run binding a fixed ``--liveserver`` port for
+    a minute. With data still unacknowledged, or where the system cannot say,
+    close it as ``close_socket()`` does, so the client gets all of it."""
+    if _unacknowledged(request) == 0:
+        with contextlib.suppress(OSError):
+            request.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            request.close()
+            return
+    close_socket(request)
+
+
+# macOS's getsockopt() for the bytes in a socket's send buffer; the socket
+# module does not name it.
+_SO_NWRITE = getattr(socket, "SO_NWRITE", 0x1024 if sys.platform == "darwin" else None)
+
+
+def _unacknowledged(request: socket.socket) -> int | None:
+    """The bytes sent on `request` that the client has not acknowledged (Linux's
+    SIOCOUTQ; macOS's SO_NWRITE), or None where the system does not say."""
+    try:
+        import fcntl
+        import termios
+
+        # SIOCOUTQ, the same request number as TIOCOUTQ on Linux.
+        queued = bytearray(4)
+        fcntl.ioctl(request.fileno(), termios.TIOCOUTQ, queued)
+        return int(struct.unpack("i", queued)[0])
+    except (ImportError, AttributeError, OSError):
+        pass
+    if _SO_NWRITE is None:
+        return None
+    try:
+        return request.getsockopt(socket.SOL_SOCKET, _SO_NWRITE)
+    except OSError:
+        return None
