@@ -294,6 +294,7 @@ class CompatibilityTests(LiveServerTestCase):
 class _OnOnePort(LiveServerTestCase):
     """A class on a fixed port whose client stays idle in keep-alive."""
 
+    __test__ = False  # run by the test below, twice
     host = "127.0.0.1"
     port = 0  # set by the test
     clients: list[requests.Session] = []
