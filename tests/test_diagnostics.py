@@ -231,12 +231,12 @@ class PeakCase(LiveServerTestCase):
         get(f"{self.live_server_url}/spawn/?threads=1")
 
 
-def test_session_peak_is_recorded_per_test(django_db_blocker: Any) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_session_peak_is_recorded_per_test() -> None:
     """After a test, session_peak holds its peak per alias."""
     case = PeakCase("test_spawn")
     result = unittest.TestResult()
-    with django_db_blocker.unblock():
-        unittest.TestSuite([case]).run(result)
+    unittest.TestSuite([case]).run(result)
     assert result.wasSuccessful(), result.errors + result.failures
     assert case.session_peak == {"default": 3}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import unittest
-from typing import Any
 
 import pytest
 import requests
@@ -78,77 +77,78 @@ class HypothesisCase(safelive_hypothesis.LiveServerTestCase):
             _post_item(self.live_server_url)
 
 
-def run(
-    case: unittest.TestCase, django_db_blocker: Any, *, errors: int = 0
-) -> list[str]:
+def run(case: unittest.TestCase, *, errors: int = 0) -> list[str]:
     """Run `case`, expecting `errors` errors; the TRUNCATE statements of its
     flush."""
     result = unittest.TestResult()
-    with django_db_blocker.unblock(), truncations() as found:
+    with truncations() as found:
         unittest.TestSuite([case]).run(result)
     assert not result.failures, result.failures
     assert len(result.errors) == errors, result.errors
     return found
 
 
-def counts(django_db_blocker: Any) -> tuple[int, int, int]:
-    with django_db_blocker.unblock():
-        return Item.objects.count(), Note.objects.count(), Tag.objects.count()
+def counts() -> tuple[int, int, int]:
+    return Item.objects.count(), Note.objects.count(), Tag.objects.count()
 
 
-def test_a_written_table_and_those_referring_to_it(django_db_blocker: Any) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_a_written_table_and_those_referring_to_it() -> None:
     """A request wrote an item: the flush truncates items and notes (which
     refer to items), not tags, and every table is empty after."""
-    (statement,) = run(WritingCase("test_request_writes"), django_db_blocker)
+    (statement,) = run(WritingCase("test_request_writes"))
     assert '"testapp_item"' in statement
     assert '"testapp_note"' in statement
     assert '"testapp_tag"' not in statement
-    assert counts(django_db_blocker) == (0, 0, 0)
+    assert counts() == (0, 0, 0)
 
 
-def test_with_available_apps(django_db_blocker: Any) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_with_available_apps() -> None:
     """With available_apps Django truncates with CASCADE: narrowed the same way."""
-    (statement,) = run(SomeAppsCase("test_request_writes"), django_db_blocker)
+    (statement,) = run(SomeAppsCase("test_request_writes"))
     assert "CASCADE" in statement
     assert '"testapp_item"' in statement
     assert '"testapp_tag"' not in statement
-    assert counts(django_db_blocker) == (0, 0, 0)
+    assert counts() == (0, 0, 0)
 
 
-def test_a_table_the_test_thread_wrote(django_db_blocker: Any) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_a_table_the_test_thread_wrote() -> None:
     """The test thread wrote a tag: only tags are truncated."""
-    (statement,) = run(WritingCase("test_writes_a_tag"), django_db_blocker)
+    (statement,) = run(WritingCase("test_writes_a_tag"))
     assert '"testapp_tag"' in statement
     assert '"testapp_item"' not in statement
-    assert counts(django_db_blocker) == (0, 0, 0)
+    assert counts() == (0, 0, 0)
 
 
-def test_nothing_written_nothing_truncated(django_db_blocker: Any) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_nothing_written_nothing_truncated() -> None:
     """With every table empty the flush truncates nothing."""
-    assert run(WritingCase("test_writes_nothing"), django_db_blocker) == []
+    assert run(WritingCase("test_writes_nothing")) == []
 
 
-def test_after_a_failed_reset_every_table(django_db_blocker: Any) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_after_a_failed_reset_every_table() -> None:
     """When the reset fails (a session left behind), Django's flush truncates
     every table, as it would without us."""
     views.release_leak.clear()
     try:
-        (statement,) = run(
-            WritingCase("test_leaks_a_session"), django_db_blocker, errors=1
-        )
+        (statement,) = run(WritingCase("test_leaks_a_session"), errors=1)
     finally:
         views.release_leak.set()
     for table in TABLES:
         assert f'"{table}"' in statement
 
 
-def test_every_hypothesis_example_starts_empty(django_db_blocker: Any) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_every_hypothesis_example_starts_empty() -> None:
     """Between Hypothesis examples the narrowed flush still empties the tables
     the previous example wrote."""
     HypothesisCase.seen = []
-    run(HypothesisCase("test_examples"), django_db_blocker)
+    run(HypothesisCase("test_examples"))
     assert HypothesisCase.seen and set(HypothesisCase.seen) == {0}
-    assert counts(django_db_blocker) == (0, 0, 0)
+    assert counts() == (0, 0, 0)
 
 
 @pytest.mark.django_db(transaction=True)
