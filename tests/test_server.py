@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import threading
 import unittest
 
 import pytest
@@ -17,6 +18,8 @@ from django_safelive import (
     SafeLiveServerThread,
     StaticLiveServerTestCase,
 )
+from django_safelive._core.accounting import ServerAccount
+from django_safelive._core.server import BoundedWSGIServer, SafeRequestHandler
 from tests import _pg
 from tests._clients import AUTH, concurrently, get
 from tests._waiting import DEADLINE, wait_for
@@ -322,3 +325,25 @@ def test_fixed_port_free_right_after_the_server_stops() -> None:
     finally:
         for client in _OnOnePort.clients:
             client.close()
+
+
+def test_shutdown_ends_a_loop_that_never_polls() -> None:
+    """A loop waiting with no poll interval still ends on ``shutdown()``: it
+    is woken, where socketserver's would wait for its next poll (forever,
+    here; every 0.5 s in Django's server, at each test class's end)."""
+    server = BoundedWSGIServer(
+        ("127.0.0.1", 0), SafeRequestHandler, workers=1, account=ServerAccount(1)
+    )
+    loop = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": None}, daemon=True
+    )
+    stopper = threading.Thread(target=server.shutdown, daemon=True)
+    try:
+        loop.start()
+        stopper.start()
+        stopper.join(DEADLINE)
+        loop.join(DEADLINE)
+        assert (stopper.is_alive(), loop.is_alive()) == (False, False)
+    finally:
+        server.server_close()
+        assert server.stop_workers(DEADLINE) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import selectors
 import socket
 import socketserver
 import threading
@@ -87,6 +88,11 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         session_per_request: bool = False,
         **kwargs: Any,
     ) -> None:
+        # serve_forever()'s state, and the socket shutdown() wakes it with;
+        # first, for server_close(), which socketserver calls if binding fails.
+        self._stopping = False
+        self._loop_ended = threading.Event()
+        self._wake_reader, self._wake_writer = socket.socketpair()
         super().__init__(*args, **kwargs)
         self.account = account
         self.session_per_request = session_per_request
@@ -125,16 +131,44 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self._watcher = keepalive.IdleWatcher(self._enqueue)
 
     # -- socketserver hooks -------------------------------------------------
-    def serve_forever(self, poll_interval: float = 0.05) -> None:
-        # shutdown() waits until the loop notices it: at socketserver's default
-        # of 0.5 s, stopping the server would cost every test class that long.
-        super().serve_forever(poll_interval)
+    def serve_forever(self, poll_interval: float | None = None) -> None:
+        """socketserver's loop, which ``shutdown()`` also wakes.
+
+        socketserver's own loop notices a shutdown at its next poll only (every
+        0.5 s by default, as Django's live server runs it): stopping the server
+        would cost every test class up to that long.
+        """
+        self._loop_ended.clear()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake_reader, selectors.EVENT_READ)
+                while not self._stopping:
+                    ready = selector.select(poll_interval)
+                    if self._stopping:
+                        break
+                    if any(key.fileobj is self for key, _events in ready):
+                        # What socketserver's loop calls (typeshed omits it).
+                        self._handle_request_noblock()  # type: ignore[attr-defined]
+                    self.service_actions()
+        finally:
+            self._stopping = False
+            self._loop_ended.set()
+
+    def shutdown(self) -> None:
+        """End ``serve_forever()`` at once, and wait until it has."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"\0")
+        self._loop_ended.wait()
 
     def server_close(self) -> None:
         """Stop listening; from then on no connection reaches the server, so
         none of its workers' connections is checked any more."""
         super().server_close()
         selfcalls.unwatch(*self._watches)
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     def process_request(self, request: Any, client_address: Address) -> None:
         # A request sent right after connecting (most are) goes straight to a
