@@ -19,7 +19,7 @@ from django.test import TransactionTestCase, override_settings
 from django.test.testcases import LiveServerThread
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from django_safelive import (
@@ -339,6 +339,43 @@ class StartFailureTests(TransactionTestCase):
             Served.doClassCleanups()
         self.assertEqual(Served.tearDown_exceptions, [])  # type: ignore[attr-defined]
         self.assertTrue(wait_for(lambda: set(threading.enumerate()) <= threads))
+
+
+class StopTests(TransactionTestCase):
+    def test_stopping_with_clients_still_connected(self) -> None:
+        """Stopping with a keep-alive client idle and a WebSocket open closes
+        both (the WebSocket with 1012, as uvicorn's own shutdown does) and
+        leaves no thread and no session behind."""
+
+        class Served(ChannelsLiveServerTestCase):
+            def test_nothing(self) -> None:
+                """Never runs: the test drives the class by hand."""
+
+        threads = set(threading.enumerate())
+        Served.setUpClass()
+        try:
+            address = (Served.host, Served.server_thread.port)
+            with socket.create_connection(address, timeout=DEADLINE) as idle:
+                idle.sendall(b"GET /asgi/items/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                answer = idle.recv(65536)
+                with connect(f"{Served.live_server_ws_url}/ws/count/") as websocket:
+                    websocket.send("how many?")
+                    self.assertEqual(websocket.recv(timeout=DEADLINE), "0")
+                    Served.tearDownClass()
+                    Served.doClassCleanups()
+                    with self.assertRaises(ConnectionClosed) as closed:
+                        websocket.recv(timeout=DEADLINE)
+                # Whatever is left of the answer, then the end of the stream.
+                while idle.recv(65536):
+                    pass
+        finally:
+            Served.doClassCleanups()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        assert closed.exception.rcvd is not None
+        self.assertEqual(closed.exception.rcvd.code, 1012)
+        self.assertEqual(Served.tearDown_exceptions, [])  # type: ignore[attr-defined]
+        self.assertTrue(wait_for(lambda: set(threading.enumerate()) <= threads))
+        self.assertTrue(wait_for(lambda: not worker_sessions()))
 
 
 class BudgetTests(ASGILiveServerTestCase):

@@ -14,6 +14,7 @@ whatever ``CONN_MAX_AGE`` says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import threading
@@ -150,6 +151,34 @@ class BoundedASGIApp:
             raise RequestStuck(timeout=timeout, requests=self.in_flight(), when=when)
 
 
+async def _shut_down(server: Any, listener: socket.socket) -> None:
+    """uvicorn's ``Server.shutdown()``, without its fixed 0.1 s pause.
+
+    By then the requests have drained: what is left are idle keep-alive
+    connections, which close at once when asked, and WebSockets, which are
+    sent a close frame. Stop listening, ask every connection to close, wait
+    for them and their tasks (at most ``_STOP_GRACE``, then cancel the tasks,
+    as uvicorn does), and for the listening servers to close.
+    """
+    for listening in server.servers:
+        listening.close()
+    listener.close()
+    state = server.server_state
+    for connection in list(state.connections):
+        connection.shutdown()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _STOP_GRACE
+    while (state.connections or state.tasks) and loop.time() < deadline:
+        await asyncio.sleep(0.001)
+    for task in list(state.tasks):
+        task.cancel()
+    with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+        await asyncio.wait_for(
+            asyncio.gather(*(listening.wait_closed() for listening in server.servers)),
+            max(0.0, deadline - loop.time()),
+        )
+
+
 class SafeASGILiveServerThread(LiveServerThread):
     """A live server thread serving an ASGI application with uvicorn, its
     database work bounded like ``SafeLiveServerThread``'s."""
@@ -174,6 +203,8 @@ class SafeASGILiveServerThread(LiveServerThread):
         self.loop: asyncio.AbstractEventLoop | None = None
         """The event loop the server runs on, once it is ready."""
         self._server: Any = None
+        # Set on the server's loop to stop it.
+        self._stop: asyncio.Event | None = None
         self._workers: list[Worker] = []
         # The only HTTP worker, in single mode: its calls to the server itself
         # are refused, as the WSGI server's are (see selfcalls).
@@ -260,9 +291,16 @@ class SafeASGILiveServerThread(LiveServerThread):
         try:
             server = self._server
             await server.startup(sockets=[listener])
+            self._stop = asyncio.Event()
             self.is_ready.set()
-            await server.main_loop()
-            await server.shutdown(sockets=[listener])
+            # uvicorn's loop ticks every 0.1 s (it keeps the Date header
+            # current) and would notice should_exit at its next tick only.
+            ticking = asyncio.ensure_future(server.main_loop())
+            stopping = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({ticking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            ticking.cancel()
+            stopping.cancel()
+            await _shut_down(server, listener)
         finally:
             undo()
 
@@ -304,6 +342,9 @@ class SafeASGILiveServerThread(LiveServerThread):
                 self.stuck = error
             if self._server is not None:
                 self._server.should_exit = True
+            if self.loop is not None and self._stop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop has ended
+                    self.loop.call_soon_threadsafe(self._stop.set)
             self.join(self.config.drain_timeout + _STOP_GRACE)
             self._stop_workers()
             if self.stuck is None:
