@@ -506,7 +506,8 @@ def bench(session: nox.Session) -> None:
     django-safelive single/pool-4 vs Schemathesis from_wsgi: latency and
     requests/s on fresh and keep-alive connections, sessions, Schemathesis
     time, reset cost, drain, targets; --json, --plot, --markdown. With --asgi:
-    Channels' ChannelsLiveServerTestCase (Daphne) vs ours on the ASGI app."""
+    Channels' ChannelsLiveServerTestCase (Daphne) vs ours on the ASGI app; with
+    --classes: a test case class's server start and stop, Django's vs ours."""
     _require(session, DJANGO_PYTHON, f"Python 3.12+ (for Django {DJANGO})")
     _require_database(session, "PostgreSQL", skippable=False)
     _install(session, DJANGO, "psycopg")

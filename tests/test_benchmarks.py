@@ -337,3 +337,28 @@ def test_newuser_suite_rollback_on_one_session(newuser_report: dict[str, Any]) -
     for test, by_variant in newuser_report["results"].items():
         assert by_variant["rollback"]["runs"][0]["peak_sessions"] == 1, test
         assert by_variant["hypothesis"]["runs"][0]["peak_sessions"] >= 2, test
+
+
+@pytest.fixture(scope="session")
+def classes_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The JSON of one quick ``--classes`` run."""
+    output, result = run_benchmark(
+        tmp_path_factory, "classes", "--classes", "--quick", "--repeat", "2"
+    )
+    assert "start + stop ms" in output, output
+    return result
+
+
+def test_classes_started_and_stopped(classes_report: dict[str, Any]) -> None:
+    """Django's class and each of ours (and Channels' where Daphne is
+    installed) started and stopped every cycle, each figure measured."""
+    daphne = importlib.util.find_spec("daphne") is not None
+    expected = ["django", "pool", "single", "rollback", "asgi"]
+    assert list(classes_report["medians"]) == expected + (
+        ["channels"] if daphne else []
+    )
+    for kind, cycles in classes_report["cycles"].items():
+        assert len(cycles) == 2, kind
+        for done in cycles:
+            assert 0 < done["start_ms"] < done["total_ms"], kind
+            assert 0 < done["stop_ms"] < done["total_ms"], kind

@@ -38,6 +38,8 @@ if ROLLBACK:
 NEWUSER = "--newuser" in sys.argv[1:]
 if NEWUSER:
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.benchmarks.settings_newuser"
+# --classes: tests/benchmarks/_classes.py, a test case class's start and stop.
+CLASSES = "--classes" in sys.argv[1:]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 # A database of its own unless the caller picked one, so that a benchmark never
 # drops the test suite's.
@@ -152,6 +154,12 @@ def arguments() -> argparse.Namespace:
         action="store_true",
         help="compare the pool with waitress and cheroot instead",
     )
+    parser.add_argument(
+        "--classes",
+        action="store_true",
+        help="time a test case class's live server start and stop instead, on "
+        "Django's and ours (python -m tests.benchmarks --classes --help)",
+    )
     args = parser.parse_args()
     for name, (normal, quick) in DEFAULTS.items():
         if getattr(args, name) is None:
@@ -264,5 +272,9 @@ elif NEWUSER:
     from tests.benchmarks._newuser import main as newuser
 
     newuser([arg for arg in sys.argv[1:] if arg != "--newuser"])
+elif CLASSES:
+    from tests.benchmarks._classes import main as classes
+
+    classes([arg for arg in sys.argv[1:] if arg != "--classes"])
 else:
     main()
