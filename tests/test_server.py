@@ -330,20 +330,23 @@ def test_fixed_port_free_right_after_the_server_stops() -> None:
 def test_shutdown_ends_a_loop_that_never_polls() -> None:
     """A loop waiting with no poll interval still ends on ``shutdown()``: it
     is woken, where socketserver's would wait for its next poll (forever,
-    here; every 0.5 s in Django's server, at each test class's end)."""
+    here; every 0.5 s in Django's server, at each test class's end). Twice:
+    a server can serve again after a shutdown, and stop again."""
     server = BoundedWSGIServer(
         ("127.0.0.1", 0), SafeRequestHandler, workers=1, account=ServerAccount(1)
     )
-    loop = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": None}, daemon=True
-    )
-    stopper = threading.Thread(target=server.shutdown, daemon=True)
     try:
-        loop.start()
-        stopper.start()
-        stopper.join(DEADLINE)
-        loop.join(DEADLINE)
-        assert (stopper.is_alive(), loop.is_alive()) == (False, False)
+        for run in range(2):
+            loop = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": None}
+            )
+            stopper = threading.Thread(target=server.shutdown, daemon=True)
+            loop.daemon = True
+            loop.start()
+            stopper.start()
+            stopper.join(DEADLINE)
+            loop.join(DEADLINE)
+            assert (run, stopper.is_alive(), loop.is_alive()) == (run, False, False)
     finally:
         server.server_close()
         assert server.stop_workers(DEADLINE) is None

@@ -147,7 +147,12 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                     ready = selector.select(poll_interval)
                     if self._stopping:
                         break
-                    if any(key.fileobj is self for key, _events in ready):
+                    woken = {key.fileobj for key, _events in ready}
+                    if self._wake_reader in woken:
+                        # A wake-up left by an earlier shutdown() of a server
+                        # that serves again: read it, or it wakes every select.
+                        self._wake_reader.recv(4096)
+                    if self in woken:
                         # What socketserver's loop calls (typeshed omits it).
                         self._handle_request_noblock()  # type: ignore[attr-defined]
                     self.service_actions()
