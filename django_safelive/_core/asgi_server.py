@@ -203,8 +203,9 @@ class SafeASGILiveServerThread(LiveServerThread):
         self.loop: asyncio.AbstractEventLoop | None = None
         """The event loop the server runs on, once it is ready."""
         self._server: Any = None
-        # Set on the server's loop to stop it.
-        self._stop: asyncio.Event | None = None
+        # Set on the server's loop to stop it (not `_stop`: a method of
+        # threading.Thread up to Python 3.12).
+        self._stop_event: asyncio.Event | None = None
         self._workers: list[Worker] = []
         # The only HTTP worker, in single mode: its calls to the server itself
         # are refused, as the WSGI server's are (see selfcalls).
@@ -291,12 +292,12 @@ class SafeASGILiveServerThread(LiveServerThread):
         try:
             server = self._server
             await server.startup(sockets=[listener])
-            self._stop = asyncio.Event()
+            self._stop_event = asyncio.Event()
             self.is_ready.set()
             # uvicorn's loop ticks every 0.1 s (it keeps the Date header
             # current) and would notice should_exit at its next tick only.
             ticking = asyncio.ensure_future(server.main_loop())
-            stopping = asyncio.ensure_future(self._stop.wait())
+            stopping = asyncio.ensure_future(self._stop_event.wait())
             await asyncio.wait({ticking, stopping}, return_when=asyncio.FIRST_COMPLETED)
             ticking.cancel()
             stopping.cancel()
@@ -342,9 +343,9 @@ class SafeASGILiveServerThread(LiveServerThread):
                 self.stuck = error
             if self._server is not None:
                 self._server.should_exit = True
-            if self.loop is not None and self._stop is not None:
+            if self.loop is not None and self._stop_event is not None:
                 with contextlib.suppress(RuntimeError):  # the loop has ended
-                    self.loop.call_soon_threadsafe(self._stop.set)
+                    self.loop.call_soon_threadsafe(self._stop_event.set)
             self.join(self.config.drain_timeout + _STOP_GRACE)
             self._stop_workers()
             if self.stuck is None:
