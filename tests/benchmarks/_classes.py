@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import statistics
 import sys
@@ -163,22 +162,17 @@ def main(argv: list[str]) -> None:
     print()
     for kind in medians:
         print(f"{kind}: {KINDS[kind]}")
-    if args.markdown:
-        with open(args.markdown, "w") as out:
-            out.write(table(medians, markdown=True) + "\n")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(
-                {
-                    "machine": about,
-                    "repeat": repeat,
-                    "classes": {kind: KINDS[kind] for kind in medians},
-                    "medians": medians,
-                    "cycles": cycles,
-                },
-                out,
-                indent=2,
-            )
+    _suites.write_outputs(
+        args,
+        lambda: table(medians, markdown=True),
+        {
+            "machine": about,
+            "repeat": repeat,
+            "classes": {kind: KINDS[kind] for kind in medians},
+            "medians": medians,
+            "cycles": cycles,
+        },
+    )
 
 
 if __name__ == "__main__":

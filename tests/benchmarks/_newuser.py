@@ -12,7 +12,6 @@ throughout. Not a test: nothing here asserts.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -169,18 +168,13 @@ def main(argv: list[str]) -> None:
         f"{_report.suite_conditions(about, loads)}\n"
     )
     print(table(results, args.examples, markdown=False))
-    if args.markdown:
-        with open(args.markdown, "w") as out:
-            out.write(table(results, args.examples, markdown=True) + "\n")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(
-                {
-                    "machine": about,
-                    "examples": args.examples,
-                    "repeat": args.repeat,
-                    "results": results,
-                },
-                out,
-                indent=2,
-            )
+    _suites.write_outputs(
+        args,
+        lambda: table(results, args.examples, markdown=True),
+        {
+            "machine": about,
+            "examples": args.examples,
+            "repeat": args.repeat,
+            "results": results,
+        },
+    )

@@ -13,7 +13,6 @@ asserts.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -339,21 +338,16 @@ def main(argv: list[str]) -> None:
     for target in found:
         verdict = "met" if target["met"] else "NOT met"
         print(f"  {target['target']}: {target['value']}, {verdict}")
-    if args.markdown:
-        with open(args.markdown, "w") as out:
-            out.write(table(results, markdown=True) + "\n")
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(
-                {
-                    "machine": about,
-                    "examples": args.examples,
-                    "repeat": args.repeat,
-                    "variants": {v.name: v.label for v in VARIANTS},
-                    "results": results,
-                    "http_floor": floor,
-                    "targets": found,
-                },
-                out,
-                indent=2,
-            )
+    _suites.write_outputs(
+        args,
+        lambda: table(results, markdown=True),
+        {
+            "machine": about,
+            "examples": args.examples,
+            "repeat": args.repeat,
+            "variants": {v.name: v.label for v in VARIANTS},
+            "results": results,
+            "http_floor": floor,
+            "targets": found,
+        },
+    )

@@ -4,6 +4,7 @@ command line, the test database, and the round-robin over their variants."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -93,3 +94,16 @@ def round_robin(
                 loads.append(done["load_average"])
                 print(f" ({done['wall_s']:.1f} s)", file=sys.stderr)
     return runs, loads
+
+
+def write_outputs(
+    args: argparse.Namespace, markdown: Callable[[], str], document: dict[str, Any]
+) -> None:
+    """Write ``markdown()`` to --markdown FILE and `document` to --json FILE,
+    each if asked for."""
+    if args.markdown:
+        with open(args.markdown, "w") as out:
+            out.write(markdown() + "\n")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(document, out, indent=2)
