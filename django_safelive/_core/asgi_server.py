@@ -27,7 +27,7 @@ from typing import Any, cast
 from django.db import connections
 from django.test.testcases import LiveServerThread
 
-from django_safelive._core import channel_layers, selfcalls, worker_sessions
+from django_safelive._core import channel_layers, selfcalls, threads, worker_sessions
 from django_safelive._core.accounting import ServerAccount
 from django_safelive._core.asgi_workers import Worker, on_worker
 from django_safelive._core.config import Config, resolve
@@ -179,7 +179,7 @@ async def _shut_down(server: Any, listener: socket.socket) -> None:
         )
 
 
-class SafeASGILiveServerThread(LiveServerThread):
+class SafeASGILiveServerThread(threads.ReportsDeathBeforeRun, LiveServerThread):
     """A live server thread serving an ASGI application with uvicorn, its
     database work bounded like ``SafeLiveServerThread``'s."""
 
@@ -228,18 +228,19 @@ class SafeASGILiveServerThread(LiveServerThread):
         if count == 1:
             self._single = selfcalls.SingleWorker(selfcalls.OwnAddress(address))
             selfcalls.watch(self._single)
+        # Each in self._workers as it starts, for _stop_workers() should the
+        # next one fail to.
         http = [
-            Worker(f"safelive-asgi-worker-{n}", partial(setup, self._single))
+            self._worker(f"safelive-asgi-worker-{n}", partial(setup, self._single))
             for n in range(1, count + 1)
         ]
         if override:
             websocket = http
         else:
             websocket = [
-                Worker(f"safelive-websocket-worker-{n}", partial(setup, None))
+                self._worker(f"safelive-websocket-worker-{n}", partial(setup, None))
                 for n in range(1, self.config.websocket_workers + 1)
             ]
-        self._workers = list(dict.fromkeys([*http, *websocket]))
         return BoundedASGIApp(
             self.application,
             http,
@@ -247,6 +248,11 @@ class SafeASGILiveServerThread(LiveServerThread):
             session_per_request=self.config.session_per_request,
             shared=override,
         )
+
+    def _worker(self, name: str, setup: Callable[[], None]) -> Worker:
+        worker = Worker(name, setup)
+        self._workers.append(worker)
+        return worker
 
     def run(self) -> None:
         # Everything that blocks (imports, binding, the workers' start) is done
@@ -281,7 +287,7 @@ class SafeASGILiveServerThread(LiveServerThread):
             if listener is not None:
                 listener.close()
             self._stop_workers()
-            self.error = error  # type: ignore[assignment]
+            self.error = error
             self.is_ready.set()
 
     async def _serve(self, listener: socket.socket) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import queue
-import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from functools import partial
@@ -20,6 +19,7 @@ from typing import Any
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.db import connections
 
+from django_safelive._core import threads
 from django_safelive._core.holders import set_current_request
 
 __all__ = ["Worker", "on_worker"]
@@ -75,10 +75,7 @@ class Worker(Executor):
         """The request being served, for the holders' descriptions."""
         self.connections = 0
         """WebSocket connections running on this worker."""
-        self.thread = threading.Thread(
-            target=self._run, args=(setup,), name=name, daemon=True
-        )
-        self.thread.start()
+        self.thread = threads.start_daemon(name, self._run, setup)
 
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any

@@ -195,3 +195,21 @@ class SelfCallInSingleMode(SafeLiveError, ConnectionRefusedError):
             "SAFELIVE_MODE; WORKERS and MAX_SESSIONS likewise), whose other "
             "workers can answer it, or call the code directly instead of over HTTP.",
         )
+
+
+class ThreadDidNotStart(SafeLiveError):
+    """A live-server thread died before it ran, every time it was started."""
+
+    def __init__(self, *, name: str, attempts: int) -> None:
+        self.name = name
+        self.attempts = attempts
+        super().__init__(
+            f"django-safelive's thread {name!r} died before it ran"
+            f"{f', {attempts} times in a row' if attempts > 1 else ''} (its "
+            "error was printed, or reported by pytest, as an exception in a "
+            "thread). On Python 3.10 and 3.11 "
+            'under a tracer (coverage, a debugger) that error is "Cannot '
+            "install a trace function while another trace function is being "
+            'installed" (CPython gh-98257): run without the tracer, or on '
+            "Python 3.12 or later."
+        )

@@ -18,6 +18,8 @@ from typing import Any, cast
 
 from django.test.testcases import QuietWSGIRequestHandler
 
+from django_safelive._core import threads
+
 Address = Any
 Request = tuple[socket.socket, Address]
 
@@ -162,10 +164,13 @@ class IdleWatcher:
         self._lock = threading.Lock()
         self._incoming: list[Request] = []
         self._closing = False
-        self._thread = threading.Thread(
-            target=self._run, name="safelive-idle-watcher", daemon=True
-        )
-        self._thread.start()
+        try:
+            self._thread = threads.start_daemon("safelive-idle-watcher", self._run)
+        except BaseException:
+            self._selector.close()
+            self._wake_reader.close()
+            self._wake_writer.close()
+            raise
 
     def watch(self, request: socket.socket, client_address: Address) -> None:
         with self._lock:

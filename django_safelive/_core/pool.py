@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 from django.core.servers.basehttp import WSGIServer
 from django.db import connections
 
-from django_safelive._core import keepalive, selfcalls, worker_sessions
+from django_safelive._core import keepalive, selfcalls, threads, worker_sessions
 from django_safelive._core.accounting import ServerAccount
 from django_safelive._core.exceptions import RequestStuck, WorkersDidNotExit
 from django_safelive._core.holders import (
@@ -117,18 +117,21 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         # The workers given a request since the last reset (marked as it is
         # given, with the lock held).
         self._served: set[_Inbox] = set()
-        self._workers = [
-            threading.Thread(
-                target=self._work_loop,
-                args=(inbox,),
-                name=f"safelive-worker-{number}",
-                daemon=True,
-            )
-            for number, inbox in enumerate(self._inboxes, start=1)
-        ]
-        for worker in self._workers:
-            worker.start()
-        self._watcher = keepalive.IdleWatcher(self._enqueue)
+        self._workers: list[threading.Thread] = []
+        try:
+            for number, inbox in enumerate(self._inboxes, start=1):
+                self._workers.append(
+                    threads.start_daemon(
+                        f"safelive-worker-{number}", self._work_loop, inbox
+                    )
+                )
+            self._watcher = keepalive.IdleWatcher(self._enqueue)
+        except BaseException:
+            # A thread that would not start: end the others, free the port.
+            for inbox in self._inboxes[: len(self._workers)]:
+                inbox.put(_STOP)
+            self.server_close()
+            raise
 
     # -- socketserver hooks -------------------------------------------------
     def serve_forever(self, poll_interval: float | None = None) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.test.testcases import LiveServerThread
 
+from django_safelive._core import threads
 from django_safelive._core.accounting import ServerAccount
 from django_safelive._core.config import Config, resolve
 from django_safelive._core.exceptions import RequestStuck, WorkersDidNotExit
@@ -19,7 +20,7 @@ from django_safelive._core.pool import BoundedWSGIServer
 __all__ = ["BoundedWSGIServer", "SafeLiveServerThread", "SafeRequestHandler"]
 
 
-class SafeLiveServerThread(LiveServerThread):
+class SafeLiveServerThread(threads.ReportsDeathBeforeRun, LiveServerThread):
     """Django's ``LiveServerThread``, serving from a ``BoundedWSGIServer``."""
 
     server_class = BoundedWSGIServer  # type: ignore[assignment]
