@@ -203,13 +203,12 @@ class ThreadDidNotStart(SafeLiveError):
     def __init__(self, *, name: str, attempts: int) -> None:
         self.name = name
         self.attempts = attempts
+        again = f", {attempts} times in a row" if attempts > 1 else ""
         super().__init__(
-            f"django-safelive's thread {name!r} died before it ran"
-            f"{f', {attempts} times in a row' if attempts > 1 else ''} (its "
-            "error was printed, or reported by pytest, as an exception in a "
-            "thread). On Python 3.10 and 3.11 "
-            'under a tracer (coverage, a debugger) that error is "Cannot '
-            "install a trace function while another trace function is being "
-            'installed" (CPython gh-98257): run without the tracer, or on '
-            "Python 3.12 or later."
+            f"django-safelive's thread {name!r} died before it ran{again}; its "
+            "error was reported as an exception in a thread. On Python 3.10 "
+            "and 3.11 under a tracer (coverage, a debugger) that error is "
+            '"Cannot install a trace function while another trace function is '
+            'being installed" (CPython gh-98257): run on Python 3.12 or later, '
+            "or without the tracer."
         )

@@ -17,7 +17,8 @@ from typing import Any
 
 from django_safelive._core.exceptions import ThreadDidNotStart
 
-# Times a thread that died before it ran is started again, in all.
+# How many times a thread is started while it dies before it runs; then that
+# is an error.
 ATTEMPTS = 3
 # How often a thread not yet running is checked for having died instead.
 _CHECK_EVERY = 0.001
