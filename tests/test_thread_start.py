@@ -74,7 +74,9 @@ def _run(case: unittest.TestCase) -> unittest.TestResult:
     """Run `case` (its class set up and torn down) in a thread, and fail
     rather than wait past the deadline."""
     result = unittest.TestResult()
-    runner = threading.Thread(target=unittest.TestSuite([case]).run, args=(result,))
+    runner = threading.Thread(
+        target=unittest.TestSuite([case]).run, args=(result,), daemon=True
+    )
     runner.start()
     runner.join(DEADLINE * 2)
     assert not runner.is_alive(), "the test case is still running"
