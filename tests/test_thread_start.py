@@ -23,6 +23,7 @@ import pytest
 from django_safelive import ASGILiveServerTestCase, LiveServerTestCase
 from django_safelive._core.exceptions import ThreadDidNotStart
 from django_safelive._core.server import SafeLiveServerThread
+from django_safelive._core.threads import ATTEMPTS
 from tests._clients import concurrently, get
 from tests._waiting import DEADLINE, wait_for
 from tests.testapp.views import Concurrency
@@ -146,13 +147,13 @@ def test_a_thread_that_never_runs_is_a_clear_error() -> None:
     """A worker that dies before it runs each time it is started fails the
     class with ThreadDidNotStart, naming it; nothing is left running."""
     before = set(threading.enumerate())
-    with dying_before_run(named("safelive-worker-1"), times=3) as died:
+    with dying_before_run(named("safelive-worker-1"), times=ATTEMPTS) as died:
         result = _run(_Served("test_serves"))
-    assert died == ["safelive-worker-1"] * 3
+    assert died == ["safelive-worker-1"] * ATTEMPTS
     assert result.testsRun == 0 and len(result.errors) == 1, result.errors
     error = result.errors[0][1]
     assert ThreadDidNotStart.__name__ in error, error
-    assert "'safelive-worker-1' died before it ran, 3 times in a row" in error
+    assert f"'safelive-worker-1' died before it ran, {ATTEMPTS} times in" in error
     assert "gh-98257" in error
     assert wait_for(lambda: set(threading.enumerate()) <= before)
 
