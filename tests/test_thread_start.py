@@ -13,12 +13,14 @@ import contextlib
 import socket
 import sys
 import threading
+import time
 import unittest
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
 import pytest
+from django.db import connections
 
 from django_safelive import ASGILiveServerTestCase, LiveServerTestCase
 from django_safelive._core.exceptions import ThreadDidNotStart
@@ -143,19 +145,31 @@ def test_a_thread_that_died_before_it_ran_is_replaced(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_thread_that_never_runs_is_a_clear_error() -> None:
-    """A worker that dies before it runs each time it is started fails the
-    class with ThreadDidNotStart, naming it; nothing is left running."""
+@pytest.mark.parametrize(
+    ("case", "thread"),
+    [
+        (_Served, "safelive-worker-1"),
+        (_Served, "safelive-worker-3"),
+        (_Served, "safelive-idle-watcher"),
+        (_ServedASGI, "safelive-websocket-worker-1"),
+    ],
+)
+def test_a_thread_that_never_runs_is_a_clear_error(
+    case: type[unittest.TestCase], thread: str
+) -> None:
+    """A thread that dies before it runs each time it is started fails the
+    class with ThreadDidNotStart, naming it; the threads started before it
+    have exited by the time the class has failed."""
     before = set(threading.enumerate())
-    with dying_before_run(named("safelive-worker-1"), times=ATTEMPTS) as died:
-        result = _run(_Served("test_serves"))
-    assert died == ["safelive-worker-1"] * ATTEMPTS
+    with dying_before_run(named(thread), times=ATTEMPTS) as died:
+        result = _run(case("test_serves"))
+    assert died == [thread] * ATTEMPTS
     assert result.testsRun == 0 and len(result.errors) == 1, result.errors
     error = result.errors[0][1]
     assert ThreadDidNotStart.__name__ in error, error
-    assert f"'safelive-worker-1' died before it ran, {ATTEMPTS} times in" in error
+    assert f"{thread!r} died before it ran, {ATTEMPTS} times in a row" in error
     assert "gh-98257" in error
-    assert wait_for(lambda: set(threading.enumerate()) <= before)
+    assert set(threading.enumerate()) <= before
 
 
 @pytest.mark.django_db(transaction=True)
@@ -170,3 +184,35 @@ def test_a_server_thread_that_died_before_it_ran_is_an_error() -> None:
     assert result.testsRun == 0 and len(result.errors) == 1, result.errors
     error = result.errors[0][1]
     assert f"ThreadDidNotStart: django-safelive's thread '{died[0]}'" in error, error
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("case", "thread"),
+    [(_Served, "safelive-worker-3"), (_ServedASGI, "safelive-websocket-worker-1")],
+)
+def test_workers_started_before_the_failure_exit_first(
+    case: type[unittest.TestCase], thread: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers started before a thread that never runs have closed their
+    connections and exited by the time the class has failed, even when closing
+    is slow: none touches a connection (a shared one, say) after the caller
+    has cleaned up."""
+    close_all = connections.close_all
+    closed: list[float] = []
+
+    def slow_close_all() -> None:
+        if threading.current_thread().name.startswith("safelive-"):
+            time.sleep(0.1)  # the fault: a slow close, which must be waited for
+            close_all()
+            closed.append(time.monotonic())
+        else:
+            close_all()
+
+    monkeypatch.setattr(connections, "close_all", slow_close_all)
+    with dying_before_run(named(thread), times=ATTEMPTS):
+        result = _run(case("test_serves"))
+    failed = time.monotonic()
+    assert result.testsRun == 0 and len(result.errors) == 1, result.errors
+    assert closed
+    assert max(closed) < failed

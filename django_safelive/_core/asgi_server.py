@@ -287,6 +287,10 @@ class SafeASGILiveServerThread(threads.ReportsDeathBeforeRun, LiveServerThread):
             if listener is not None:
                 listener.close()
             self._stop_workers()
+            # Gone before the caller cleans up the connections they may share.
+            self.stuck = self.join_workers(
+                self.config.drain_timeout, "the server failed to start"
+            )
             self.error = error
             self.is_ready.set()
 

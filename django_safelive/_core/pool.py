@@ -56,6 +56,10 @@ _STOP = object()
 # A worker's work: requests, _Reset and _STOP.
 _Inbox = queue.SimpleQueue[object]
 
+# How long workers that never served are given to exit when the server fails
+# to start (they exit at once).
+_IDLE_EXIT_TIMEOUT = 5.0
+
 # How long the accepting thread waits for a new connection's first bytes
 # before handing the socket to the idle watcher.
 FIRST_REQUEST_WAIT = 0.005
@@ -127,9 +131,12 @@ class BoundedWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                 )
             self._watcher = keepalive.IdleWatcher(self._enqueue)
         except BaseException:
-            # A thread that would not start: end the others, free the port.
+            # A thread that would not start: end the others (which may hold
+            # shared connections: gone before the caller cleans up), free the
+            # port.
             for inbox in self._inboxes[: len(self._workers)]:
                 inbox.put(_STOP)
+            self.join_workers(_IDLE_EXIT_TIMEOUT, "a worker did not start")
             self.server_close()
             raise
 

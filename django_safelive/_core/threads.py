@@ -70,7 +70,10 @@ class ReportsDeathBeforeRun(threading.Thread):
 
         def announced() -> None:
             running.set()
-            run()
+            try:
+                run()
+            finally:
+                del self.run  # no cycle through this closure left
 
         self.run = announced  # type: ignore[method-assign]
         super().start()
